@@ -1,0 +1,57 @@
+"""Box formats and geometry: pure functions over numpy arrays or lists.
+
+Formats: ``xyxy`` = [x1, y1, x2, y2] (torchvision's), ``xywh`` = [x, y, w, h] (COCO's),
+both in pixels of the image they belong to (origin top-left, x right, y down).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def xywh_to_xyxy(boxes) -> np.ndarray:
+    """(N, 4) COCO [x, y, w, h] -> (N, 4) [x1, y1, x2, y2], float64."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, 2] += b[:, 0]
+    b[:, 3] += b[:, 1]
+    return b
+
+
+def xyxy_to_xywh(boxes) -> np.ndarray:
+    """(N, 4) [x1, y1, x2, y2] -> (N, 4) COCO [x, y, w, h], float64."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, 2] -= b[:, 0]
+    b[:, 3] -= b[:, 1]
+    return b
+
+
+def clip_xyxy(boxes, width: float, height: float) -> np.ndarray:
+    """Clip (N, 4) xyxy boxes to the image [0, width] x [0, height]."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, width)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, height)
+    return b
+
+
+def area_xyxy(boxes) -> np.ndarray:
+    """(N,) areas of xyxy boxes; boxes with x2 < x1 or y2 < y1 have area 0."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+
+
+def iou_xyxy(a, b) -> np.ndarray:
+    """(N, M) intersection-over-union of xyxy boxes ``a`` (N, 4) and ``b`` (M, 4)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(axis=2)
+    union = area_xyxy(a)[:, None] + area_xyxy(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def scale_xyxy(boxes, sx: float, sy: float) -> np.ndarray:
+    """Scale xyxy boxes from one image size to another (sx = new_w / old_w, sy likewise)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] *= sx
+    b[:, [1, 3]] *= sy
+    return b

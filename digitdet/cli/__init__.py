@@ -1,0 +1,46 @@
+"""``digitdet`` command line: thin subcommands that parse, build and call the library.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``;
+COMMANDS below is the one plain list of them. Errors a user can fix (bad file, bad
+value) surface as one line ``digitdet: error: ...`` and exit status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from digitdet.cli import train as _train, evaluate as _evaluate, predict as _predict
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line, exit status 2."""
+
+
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digitdet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command].run(args) or 0)
+    except USER_ERRORS as e:
+        print(f"digitdet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"digitdet {args.command}: interrupted (checkpoints written so far are intact; use --resume)",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,85 @@
+"""digitdet evaluate: score a model (or any prediction file) on an annotated split."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from digitdet.cli.common import add_device, setup
+from digitdet.config import Config
+from digitdet.data.coco import load_coco_digits, split_paths
+from digitdet.decode import group_by_image, tune_decoder
+from digitdet.engine import predict_batches
+from digitdet.evaluation import score_detections
+from digitdet.inference import folder_loader, load_detector, resolve_device
+from digitdet.io import load_checkpoint, read_pred_json, save_checkpoint
+from digitdet.metrics import gt_numbers, summarize
+
+log = logging.getLogger("digitdet")
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="mAP, AP50, AP75, APs/m/l, number accuracy and error breakdown on a split")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="checkpoint (best.pt / last.pt); default: the bundled model")
+    src.add_argument("--pred", help="score this pred.json instead of running a model")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="valid", help="valid (default), train, or test when test_gt.json exists")
+    p.add_argument("--tune-decoder", action="store_true",
+                   help="pick the number-reading score threshold that maximises accuracy on this split "
+                        "and store it in the weights file (predict then uses it)")
+    p.add_argument("--batch-size", type=int, default=32)
+    add_device(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="inference settings, e.g. decode_score_thresh=0.6")
+    return p
+
+
+def run(args) -> int:
+    setup(args)
+    images_dir, ann = split_paths(args.data, args.split)
+    if ann is None:
+        raise FileNotFoundError(f"no annotations for split {args.split!r} in {args.data}")
+    gt, report = load_coco_digits(ann, images_dir)
+    log.info(report.summary(str(ann)))
+    if args.pred:
+        if args.tune_decoder:
+            raise ValueError("--tune-decoder needs --weights (it stores the threshold in the weights file)")
+        cfg = Config().override(args.overrides)
+        dets = group_by_image(read_pred_json(args.pred))
+        metrics = score_detections(dets, gt, cfg)
+        metrics["source"] = str(args.pred)
+    else:
+        metrics, dets, cfg = _run_model(args, images_dir)
+        if args.tune_decoder:
+            metrics = _tune(args, dets, gt, cfg, metrics)
+        else:
+            metrics = {**metrics, **score_detections(dets, gt, cfg)}
+    metrics.update(split=args.split, images=len(gt["images"]))
+    print(summarize(metrics))
+    print(json.dumps(metrics, default=float))
+    return 0
+
+
+def _run_model(args, images_dir):
+    device = resolve_device(args.device)
+    model, cfg, _ = load_detector(args.weights, device, args.overrides)
+    _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
+    out = predict_batches(model, loader, device, progress=not args.quiet, desc="evaluate")
+    metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}
+    return metrics, out["detections"], cfg
+
+
+def _tune(args, dets, gt, cfg, metrics) -> dict:
+    """Choose decode_score_thresh on this split, score with it, save it into the weights."""
+    tuned = tune_decoder(dets, gt_numbers(gt), iou_thresh=cfg.decode_iou_thresh)
+    cfg.decode_score_thresh = tuned["score_thresh"]
+    metrics = {**metrics, **score_detections(dets, gt, cfg)}
+    if args.weights:
+        state = load_checkpoint(args.weights)
+        state["decoder"] = {"score_thresh": tuned["score_thresh"], "iou_thresh": cfg.decode_iou_thresh,
+                            "tuned_on": f"{Path(args.data).name}/{args.split}", "accuracy": tuned["accuracy"]}
+        save_checkpoint(args.weights, state)
+        log.info("decoder score threshold %.2f (accuracy %.4f on %s) saved in %s",
+                 tuned["score_thresh"], tuned["accuracy"], args.split, args.weights)
+    metrics["tuned_decoder"] = {"score_thresh": tuned["score_thresh"], "accuracy": tuned["accuracy"]}
+    return metrics

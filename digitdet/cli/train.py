@@ -1,0 +1,36 @@
+"""digitdet train: fit a detector on a COCO digit dataset."""
+from __future__ import annotations
+
+import json
+
+from digitdet.cli.common import add_device, setup
+from digitdet.config import load_config
+from digitdet.inference import resolve_device
+from digitdet.train import fit
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="train a detector (writes last.pt, best.pt, metrics.csv, config.yaml)",
+                       description="Train on DATA/train (+ train.json), validating on DATA/valid every epoch.")
+    p.add_argument("--data", required=True, help="dataset folder: train/, valid/, train.json, valid.json")
+    p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
+    p.add_argument("--config", default="default", help="recipe name (default, cpu_fast, seed_r50v2, ...) or YAML file")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    add_device(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.01 backbone=resnet34_fpn")
+    return p
+
+
+def run(args) -> int:
+    setup(args)
+    extra = list(args.overrides)
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("workers", args.workers)):
+        if value is not None:
+            extra.append(f"{key}={value}")
+    cfg = load_config(args.config, extra)
+    result = fit(cfg, args.data, args.out, device=str(resolve_device(args.device)), resume=args.resume,
+                 progress=not args.quiet)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    return 0

@@ -1,0 +1,167 @@
+"""Typed, flat configuration: one dataclass, YAML files, ``key=value`` overrides.
+
+The resolved config is printed at the start of every run and stored in every
+checkpoint and results file (``Config.to_dict()``), so any number can be traced to
+the settings that made it. Each field's comment says what it does and why the
+default suits house-number digits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class Config:
+    # ---- model --------------------------------------------------------------------
+    # resnet18_fpn | resnet34_fpn | resnet50_fpn | resnet50_fpn_v2 | resnet101_fpn | mobilenet_v3_fpn
+    backbone: str = "resnet18_fpn"
+    # none (random init, the default here: no downloads) | torchvision (ImageNet/COCO weights,
+    # needs internet) | path/to/weights.pth (a state_dict for the backbone or the whole detector)
+    pretrained: str = "none"
+    # Normalisation layers of the backbone: "bn" (trainable BatchNorm, right from scratch),
+    # "gn" (GroupNorm, batch-size independent), "frozen_bn" (torchvision's choice with weights).
+    norm: str = "bn"
+    trainable_layers: int = 5  # backbone stages that train (0-5); only matters with pretrained weights
+    # Which ResNet stages (1-4) feed the FPN. Digits are 13-80 px at our input scale, so the
+    # stride 8/16/32 maps of stages 2-4 are enough; stage 1 (stride 4) costs a lot for little.
+    returned_layers: list = field(default_factory=lambda: [2, 3, 4])
+    fpn_channels: int = 128  # FPN width; 256 in torchvision, 128 halves head cost
+    fpn_extra_pool: bool = False  # add torchvision's max-pooled extra level (needs one more anchor level)
+    # Input scale: torchvision resizes so the short side is min_size (max_size caps the long side).
+    # SVHN photos are 20-300 px; 800 (torchvision's default) blows them up 10x for nothing.
+    min_size: int = 96
+    max_size: int = 320
+    # One tuple of anchor sizes (px, at model input scale) per FPN level, smallest level first;
+    # a "pool" level is added by torchvision for the last entry when len(anchor_sizes) > levels.
+    anchor_sizes: list = field(default_factory=lambda: [[16, 24], [32, 48], [64, 96]])
+    # Anchor aspect ratios in torchvision's convention: ratio = HEIGHT / WIDTH.
+    # Digits are 1-4x taller than wide (real SVHN h/w median 1.8), so ratios >= 1.
+    aspect_ratios: list = field(default_factory=lambda: [1.0, 2.0, 3.0])
+    rpn_pre_nms_top_n_train: int = 500
+    rpn_post_nms_top_n_train: int = 200
+    rpn_pre_nms_top_n_test: int = 300
+    rpn_post_nms_top_n_test: int = 50  # an image has 1-5 digits: 50 proposals is plenty
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 128
+    box_batch_size_per_image: int = 64  # sampled RoIs per image in training (torchvision: 512)
+    box_positive_fraction: float = 0.25
+    box_score_thresh: float = 0.01  # keep low scores: COCO mAP rewards recall
+    box_nms_thresh: float = 0.5  # per-class NMS inside the model
+    box_detections_per_img: int = 30
+    representation_size: int = 256  # width of the two-layer box head (torchvision: 1024)
+    box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
+    smooth_l1_beta: float = 1.0 / 9  # torchvision's value
+    # ---- data / augmentation -------------------------------------------------------------
+    augment: str = "digits"  # none | light | digits (see data/transforms.py); never flips
+    workers: int = 2  # DataLoader worker processes
+    # ---- optimisation --------------------------------------------------------------------
+    epochs: int = 12
+    batch_size: int = 16
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | step | onecycle (all after a linear warm-up)
+    warmup_iters: int = 200
+    warmup_factor: float = 0.001
+    lr_steps: list = field(default_factory=lambda: [8, 11])  # epochs, for scheduler=step
+    lr_gamma: float = 0.1
+    grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N)
+    clip_grad: float = 10.0  # max gradient norm; 0 disables
+    amp: bool = True  # mixed precision; used on CUDA only, CPU always trains in fp32
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower)
+    # ---- evaluation / checkpoints ----------------------------------------------------------
+    save_every_steps: int = 200  # also write last.pt every N optimizer steps (a kill loses < N steps)
+    eval_every: int = 1  # epochs between validation runs; 0 = only at the end
+    best_metric: str = "map"  # map | accuracy: what best.pt tracks
+    early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    max_train_images: int = 0  # use only the first N training images (0 = all): quick runs
+    max_valid_images: int = 0
+    time_budget_min: float = 0.0  # stop training after this many minutes (0 = no limit)
+    # ---- prediction / decoding -------------------------------------------------------------
+    pred_score_thresh: float = 0.05  # detections kept in pred.json (low: mAP rewards recall)
+    pred_max_per_image: int = 30
+    decode_score_thresh: float = 0.5  # digits kept when reading the number (tunable)
+    decode_iou_thresh: float = 0.5  # class-agnostic duplicate suppression when reading
+    eval_batch_size: int = 32
+
+    # ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        """Build from a dict; unknown keys are an error naming ``source``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        cfg = cls()
+        for k, v in d.items():
+            setattr(cfg, k, _coerce(k, v, getattr(cfg, k), source))
+        return cfg
+
+    def override(self, pairs: list[str]) -> "Config":
+        """Apply ``key=value`` strings (values parsed as YAML: 0.01, true, [16, 32])."""
+        d = self.to_dict()
+        for p in pairs:
+            if "=" not in p:
+                raise ValueError(f"override {p!r} is not of the form key=value")
+            k, v = p.split("=", 1)
+            d[k.strip()] = yaml.safe_load(v)
+        return Config.from_dict(d, source="command-line override")
+
+    def dumps(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(key: str, value, default, source: str):
+    """Check a value's type against the default's, converting int -> float where harmless."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: {key} must be true/false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(default, str) and isinstance(value, str):
+        return value
+    if isinstance(default, list) and isinstance(value, (list, tuple)):
+        return json.loads(json.dumps(list(value)))
+    raise ValueError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
+
+
+def named_config_path(name: str) -> Path:
+    """``default`` -> the packaged ``configs/default.yaml``; a path is returned as is."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    packaged = CONFIG_DIR / f"{name}.yaml"
+    if packaged.exists():
+        return packaged
+    names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"config {name!r}: no such file, and not a packaged recipe (one of {names})")
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a named recipe or a YAML file (default: ``default``) and apply overrides."""
+    path = named_config_path(name_or_path or "default")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    cfg = Config.from_dict(data, source=str(path))
+    return cfg.override(overrides or [])

@@ -1,0 +1,126 @@
+"""The engine: plain functions that train one epoch and run inference, returning dicts.
+
+Losses keep torchvision's names (loss_classifier, loss_box_reg, loss_objectness,
+loss_rpn_box_reg); ``loss`` is their sum, the value that is optimised.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _autocast(device: torch.device, amp: bool):
+    # fp16 autocast on CUDA only; CPU trains in fp32 (bf16 autocast on CPU is slower here).
+    return torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
+
+
+def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg, scaler=None,
+                    start_step: int = 0, on_step=None, progress: bool = True) -> dict:
+    """Train over ``loader`` (whose sampler already skips the ``start_step`` batches done).
+
+    Steps the optimizer every ``cfg.grad_accum`` batches, clips gradients to ``cfg.clip_grad``.
+    ``on_step(step_in_epoch)`` is called after each optimizer step (checkpoints, time
+    budget); it returns True to stop the epoch early. Returns the mean of each loss term,
+    the last lr, images/s and ``steps`` (batches done in this epoch, counting start_step),
+    and ``stopped`` (whether on_step asked to stop).
+    """
+    model.train()
+    sums = {k: 0.0 for k in (*LOSS_NAMES, "loss")}
+    n_batches, n_images, t0 = 0, 0, time.perf_counter()
+    step, stopped = start_step, False
+    bar = tqdm(loader, desc=f"epoch {epoch}", initial=start_step, total=start_step + len(loader),
+               disable=not progress, leave=False, dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    for images, targets in bar:
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        with _autocast(device, cfg.amp):
+            losses = model(images, targets)
+        loss = sum(losses[k] for k in LOSS_NAMES if k in losses)
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(
+                f"epoch {epoch}, step {step}: loss is {loss.item()} "
+                f"({ {k: round(float(v), 4) for k, v in losses.items()} }); lower lr (now {cfg.lr}) "
+                f"or raise warmup_iters, or resume from the last checkpoint")
+        _backward(loss / cfg.grad_accum, scaler)
+        step += 1
+        if step % cfg.grad_accum == 0 or step == start_step + len(loader):
+            _optimizer_step(model, optimizer, scaler, cfg.clip_grad)
+            scheduler.step()
+        n_batches += 1
+        n_images += len(images)
+        for k in LOSS_NAMES:
+            sums[k] += float(losses[k].detach()) if k in losses else 0.0
+        sums["loss"] += float(loss.detach())
+        lr = optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{sums['loss'] / n_batches:.3f}", lr=f"{lr:.2e}",
+                        img_s=f"{n_images / (time.perf_counter() - t0):.1f}")
+        if on_step is not None and step % cfg.grad_accum == 0 and on_step(step):
+            stopped = True
+            break
+    bar.close()
+    out = {k: v / max(n_batches, 1) for k, v in sums.items()}
+    out.update(lr=optimizer.param_groups[0]["lr"], steps=step, stopped=stopped,
+               images_per_s=n_images / max(time.perf_counter() - t0, 1e-9))
+    return out
+
+
+def _backward(loss, scaler) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
+def _optimizer_step(model, optimizer, scaler, clip_grad: float) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.inference_mode()
+def predict_batches(model, loader, device, progress: bool = True, desc: str = "predict") -> dict:
+    """Run the model over ``loader`` of (images, targets-with-image_id) batches.
+
+    Returns ``{"detections": {image_id: (boxes xyxy float32 (N, 4) in pixels of the original
+    image, labels int64 (N,) category ids 1..10, scores float32 (N,))}, "errors": {image_id:
+    message} for images that could not be read, "images_per_s": float}``.
+    """
+    model.eval()
+    dets, errors, n, t0 = {}, {}, 0, time.perf_counter()
+    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        ok = [i for i, im in enumerate(images) if im is not None]
+        for i, t in enumerate(targets):
+            if images[i] is None:
+                errors[t["image_id"]] = t.get("error", "unreadable image")
+        if not ok:
+            continue
+        with _autocast(device, device.type == "cuda"):
+            outs = model([images[i].to(device, non_blocking=True) for i in ok])
+        for i, o in zip(ok, outs):
+            dets[int(targets[i]["image_id"])] = (o["boxes"].float().cpu().numpy(),
+                                                 o["labels"].cpu().numpy(), o["scores"].float().cpu().numpy())
+        n += len(ok)
+    return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+
+
+def empty_detections() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)

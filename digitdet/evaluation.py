@@ -1,0 +1,41 @@
+"""Scoring detections the way both tasks are graded (Task 1 mAP, Task 2 number accuracy)."""
+from __future__ import annotations
+
+from digitdet.decode import decode_number, detections_to_coco
+from digitdet.engine import empty_detections, predict_batches
+from digitdet.metrics import coco_map, gt_numbers, number_errors, sequence_accuracy
+
+
+def detections_to_results(dets: dict, score_thresh: float, max_dets: int) -> list[dict]:
+    """{image_id: (boxes xyxy, labels, scores)} -> COCO result records (Task 1 / pred.json)."""
+    out = []
+    for image_id in sorted(dets):
+        out.extend(detections_to_coco(image_id, *dets[image_id], score_thresh=score_thresh, max_dets=max_dets))
+    return out
+
+
+def decode_all(dets: dict, image_ids, score_thresh: float, iou_thresh: float) -> dict[int, str]:
+    """The number read in every image of ``image_ids`` ("-1" for images without detections)."""
+    return {i: decode_number(*dets.get(i, empty_detections()), score_thresh=score_thresh, iou_thresh=iou_thresh)
+            for i in image_ids}
+
+
+def score_detections(dets: dict, gt: dict, cfg, decode_score_thresh: float | None = None) -> dict:
+    """mAP family + whole-number accuracy + error breakdown of ``dets`` against COCO dict ``gt``."""
+    thresh = cfg.decode_score_thresh if decode_score_thresh is None else decode_score_thresh
+    results = detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image)
+    metrics = coco_map(gt, results)
+    truth = gt_numbers(gt)
+    pred = decode_all(dets, truth.keys(), thresh, cfg.decode_iou_thresh)
+    metrics["accuracy"] = sequence_accuracy(pred, truth)
+    metrics["errors"] = number_errors(pred, truth)
+    metrics["decode_score_thresh"] = thresh
+    return metrics
+
+
+def evaluate(model, loader, device, gt: dict, cfg, progress: bool = True) -> tuple[dict, dict]:
+    """Run the model on an annotated split and score it; returns (metrics, detections)."""
+    out = predict_batches(model, loader, device, progress=progress, desc="evaluate")
+    metrics = score_detections(out["detections"], gt, cfg)
+    metrics["images_per_s"] = out["images_per_s"]
+    return metrics, out["detections"]

@@ -1,0 +1,90 @@
+"""Prediction: a detector from a checkpoint, run over a folder, written as a submission.
+
+``pred.json`` (Task 1) keeps every detection down to ``cfg.pred_score_thresh`` (mAP rewards
+recall); ``pred.csv`` (Task 2) reads numbers with the decoder settings stored with the weights
+(tuned by ``evaluate --tune-decoder``), one row per image of the folder, sorted by id.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from digitdet.config import Config
+from digitdet.data.coco import ImageFolderDataset
+from digitdet.data.images import image_size
+from digitdet.data.loaders import inference_loader
+from digitdet.data.transforms import build_transforms
+from digitdet.decode import NO_NUMBER
+from digitdet.engine import predict_batches
+from digitdet.evaluation import decode_all, detections_to_results
+from digitdet.io import load_checkpoint, write_pred_csv, write_pred_json
+from digitdet.models.faster_rcnn import build_model
+
+log = logging.getLogger("digitdet")
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "assets" / "digitdet_synth.pt"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    return torch.device(name)
+
+
+def load_detector(weights: str | Path | None, device: torch.device, overrides: list[str] | None = None):
+    """(model in eval mode on ``device``, Config, decoder dict) rebuilt from a checkpoint alone.
+
+    ``weights`` None means the model bundled with the package. ``overrides`` (key=value) may
+    change inference settings such as pred_score_thresh or decode_score_thresh.
+    """
+    path = Path(weights) if weights else BUNDLED_WEIGHTS
+    if weights is None and not path.exists():
+        raise FileNotFoundError(f"no --weights given and the bundled model {path} is missing from this install")
+    state = load_checkpoint(path)
+    cfg = Config.from_dict(state["config"], source=str(path))
+    cfg.pretrained = "none"  # the checkpoint has every weight; never download or read other files
+    decoder = dict(state.get("decoder") or {})
+    cfg.decode_score_thresh = float(decoder.get("score_thresh", cfg.decode_score_thresh))
+    cfg.decode_iou_thresh = float(decoder.get("iou_thresh", cfg.decode_iou_thresh))
+    cfg = cfg.override(overrides or [])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, decoder
+
+
+def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
+    """(ImageFolderDataset, loader batching images of similar shape)."""
+    ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
+    ratios = []
+    for _, p in ds.items:
+        try:
+            w, h = image_size(p)
+            ratios.append(w / h)
+        except ValueError:
+            ratios.append(1.0)  # unreadable: reported by name when its batch runs
+    return ds, inference_loader(ds, ratios, batch_size, workers)
+
+
+def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,
+                   progress: bool = True) -> dict:
+    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s"}``."""
+    ds, loader = folder_loader(images_dir, cfg, batch_size, workers)
+    out = predict_batches(model, loader, device, progress=progress)
+    for image_id, msg in sorted(out["errors"].items()):
+        log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
+    out["image_ids"] = [i for i, _ in ds.items]
+    return out
+
+
+def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Config) -> tuple[Path, Path]:
+    """Write ``out_dir/pred.json`` and ``out_dir/pred.csv``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = detections_to_results(detections, cfg.pred_score_thresh, cfg.pred_max_per_image)
+    numbers = decode_all(detections, image_ids, cfg.decode_score_thresh, cfg.decode_iou_thresh)
+    write_pred_json(out_dir / "pred.json", results)
+    write_pred_csv(out_dir / "pred.csv", numbers)
+    return out_dir / "pred.json", out_dir / "pred.csv"

@@ -1,0 +1,105 @@
+"""Backbones with a Feature Pyramid Network, built from torchvision's classifiers.
+
+Every builder returns a ``torchvision.models.detection.backbone_utils.BackboneWithFPN``
+whose ``out_channels`` is ``cfg.fpn_channels`` and whose feature maps are named "0", "1",
+... from the finest (smallest stride) up, plus "pool" when ``cfg.fpn_extra_pool``.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+RESNETS = {
+    "resnet18_fpn": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34_fpn": (tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50_fpn": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101_fpn": (tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V1),
+}
+MOBILENETS = {
+    "mobilenet_v3_fpn": (tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1),
+}
+
+
+def norm_layer(kind: str):
+    """Normalisation for the backbone: bn (trainable; right from scratch), gn, frozen_bn."""
+    if kind == "bn":
+        return nn.BatchNorm2d
+    if kind == "frozen_bn":
+        return FrozenBatchNorm2d
+    if kind == "gn":
+        # 32 groups is the usual choice; fall back to fewer for narrow layers.
+        return lambda c: nn.GroupNorm(next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0), c)
+    raise ValueError(f"unknown norm {kind!r}; choose bn, gn or frozen_bn")
+
+
+def _imagenet_weights(cfg, default_weights):
+    """ImageNet weights for the backbone when cfg.pretrained == 'torchvision' (downloads)."""
+    return default_weights if cfg.pretrained == "torchvision" else None
+
+
+def _freeze(body: nn.Module, trainable_prefixes: list[str]) -> None:
+    for name, p in body.named_parameters():
+        if not any(name.startswith(t) for t in trainable_prefixes):
+            p.requires_grad_(False)
+
+
+def build_resnet_fpn(cfg) -> BackboneWithFPN:
+    """ResNet + FPN over stages ``cfg.returned_layers`` (1..4; stage k has stride 2**(k+1))."""
+    fn, weights = RESNETS[cfg.backbone]
+    body = fn(weights=_imagenet_weights(cfg, weights), norm_layer=norm_layer(cfg.norm))
+    if cfg.pretrained != "none":
+        # Only meaningful with weights: from scratch everything must train.
+        stages = ["layer4", "layer3", "layer2", "layer1", "conv1"][: cfg.trainable_layers]
+        _freeze(body, stages + (["bn1"] if cfg.trainable_layers == 5 else []))
+    if not all(1 <= k <= 4 for k in cfg.returned_layers):
+        raise ValueError(f"returned_layers must be among 1..4, got {cfg.returned_layers}")
+    stage2_channels = body.inplanes // 8  # 64 for resnet18/34, 256 for resnet50+
+    return_layers = {f"layer{k}": str(i) for i, k in enumerate(cfg.returned_layers)}
+    in_channels = [stage2_channels * 2 ** (k - 1) for k in cfg.returned_layers]
+    return _with_fpn(body, return_layers, in_channels, cfg)
+
+
+def build_mobilenet_fpn(cfg) -> BackboneWithFPN:
+    """MobileNetV3-Large + FPN over its last ``len(cfg.returned_layers)`` stages."""
+    fn, weights = MOBILENETS[cfg.backbone]
+    features = fn(weights=_imagenet_weights(cfg, weights), norm_layer=norm_layer(cfg.norm)).features
+    # Stage boundaries are the blocks that reduce resolution (torchvision marks them _is_cn).
+    stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)] + [len(features) - 1]
+    n = len(cfg.returned_layers)
+    picked = stages[-n:]
+    if cfg.pretrained != "none" and cfg.trainable_layers < len(stages):
+        first_trainable = stages[len(stages) - cfg.trainable_layers]
+        for b in features[:first_trainable]:
+            b.requires_grad_(False)
+    return_layers = {str(idx): str(i) for i, idx in enumerate(picked)}
+    in_channels = [features[idx].out_channels for idx in picked]
+    return _with_fpn(features, return_layers, in_channels, cfg)
+
+
+def _with_fpn(body, return_layers, in_channels, cfg) -> BackboneWithFPN:
+    backbone = BackboneWithFPN(body, return_layers, in_channels, cfg.fpn_channels,
+                               extra_blocks=LastLevelMaxPool())
+    if not cfg.fpn_extra_pool:
+        # BackboneWithFPN always adds the pooled level; digits rarely need stride 64.
+        backbone.fpn.extra_blocks = None
+    return backbone
+
+
+def num_feature_maps(cfg) -> int:
+    return len(cfg.returned_layers) + (1 if cfg.fpn_extra_pool else 0)
+
+
+def load_backbone_file(backbone: nn.Module, path: str) -> None:
+    """Load a local .pth state dict into the backbone body (keys of the classifier work)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    missing, unexpected = backbone.body.load_state_dict(state, strict=False)
+    loaded = len(backbone.body.state_dict()) - len(missing)
+    if loaded == 0:
+        raise ValueError(f"{path}: no parameter matched the {type(backbone.body).__name__} backbone")

@@ -1,0 +1,109 @@
+"""``build_model(cfg)``: torchvision Faster R-CNN configured for digits.
+
+The model takes a list of float images (3, H, W) in [0, 1], any sizes, and (training) targets
+in torchvision's schema; it normalises and resizes internally (min_size/max_size) and returns
+boxes in pixels of each input image (xyxy), labels 1..10 (category ids), scores.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn_v2
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from digitdet import labels as L
+from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn, build_resnet_fpn,
+                                       load_backbone_file, num_feature_maps)
+from digitdet.models.roi_heads import DigitRoIHeads
+
+BACKBONES = sorted([*RESNETS, *MOBILENETS, "resnet50_fpn_v2"])
+
+
+def _model_kwargs(cfg) -> dict:
+    """Settings shared by every backbone (input scale, RPN and RoI heads)."""
+    return dict(
+        min_size=cfg.min_size, max_size=cfg.max_size,
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_nms_thresh=cfg.rpn_nms_thresh, rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh, rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        box_batch_size_per_image=cfg.box_batch_size_per_image, box_positive_fraction=cfg.box_positive_fraction,
+        box_score_thresh=cfg.box_score_thresh, box_nms_thresh=cfg.box_nms_thresh,
+        box_detections_per_img=cfg.box_detections_per_img,
+    )
+
+
+def anchor_generator(cfg, n_maps: int) -> AnchorGenerator:
+    """One size tuple per feature map; ratios are HEIGHT/WIDTH (torchvision's convention)."""
+    sizes = [tuple(s) if isinstance(s, (list, tuple)) else (s,) for s in cfg.anchor_sizes]
+    if len(sizes) != n_maps:
+        raise ValueError(f"anchor_sizes has {len(sizes)} levels but the backbone gives {n_maps} feature maps "
+                         f"(returned_layers={cfg.returned_layers}, fpn_extra_pool={cfg.fpn_extra_pool}): "
+                         f"give one list of sizes per level")
+    return AnchorGenerator(tuple(sizes), (tuple(float(r) for r in cfg.aspect_ratios),) * n_maps)
+
+
+def build_model(cfg) -> nn.Module:
+    """Faster R-CNN for ``cfg.backbone`` with every setting of ``cfg``; see module docstring."""
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {BACKBONES}")
+    if cfg.backbone == "resnet50_fpn_v2":
+        model = _build_r50v2(cfg)
+    else:
+        backbone = build_resnet_fpn(cfg) if cfg.backbone in RESNETS else build_mobilenet_fpn(cfg)
+        n_maps = num_feature_maps(cfg)
+        names = [str(i) for i in range(len(cfg.returned_layers))]
+        rpn_head = RPNHead(cfg.fpn_channels, len(cfg.aspect_ratios) * len(cfg.anchor_sizes[0]))
+        roi_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+        model = FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchor_generator(cfg, n_maps),
+                           rpn_head=rpn_head, box_roi_pool=roi_pool,
+                           box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size),
+                           box_predictor=FastRCNNPredictor(cfg.representation_size, L.NUM_CLASSES),
+                           **_model_kwargs(cfg))
+    model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta)
+    if cfg.pretrained not in ("none", "torchvision"):
+        load_pretrained_file(model, cfg.pretrained)
+    return model
+
+
+def _build_r50v2(cfg) -> nn.Module:
+    """The seeds' model: torchvision's fasterrcnn_resnet50_fpn_v2 (its own FPN, heads, anchors
+    unless the config's anchors fit its 5 feature maps)."""
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
+    from torchvision.models import ResNet50_Weights
+
+    kwargs = _model_kwargs(cfg)
+    if len(cfg.anchor_sizes) == 5:
+        kwargs["rpn_anchor_generator"] = anchor_generator(cfg, 5)
+        kwargs["rpn_head"] = RPNHead(256, len(cfg.aspect_ratios) * len(cfg.anchor_sizes[0]), conv_depth=2)
+    if cfg.pretrained == "torchvision":
+        model = fasterrcnn_resnet50_fpn_v2(weights=FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+                                           trainable_backbone_layers=cfg.trainable_layers, **kwargs)
+        model.roi_heads.box_predictor = FastRCNNPredictor(1024, L.NUM_CLASSES)
+        return model
+    return fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.NUM_CLASSES,
+                                      trainable_backbone_layers=None, **kwargs)
+
+
+def load_pretrained_file(model: nn.Module, path: str) -> None:
+    """Initialise from a local .pth: a whole detector's state dict (or digitdet checkpoint),
+    or a backbone/classifier state dict. Tensors whose shapes differ are skipped."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"pretrained={path}: file not found (use none, torchvision, or a .pth path)")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not any(k.startswith("backbone.") for k in state):
+        load_backbone_file(model.backbone, str(p))
+        return
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise ValueError(f"{path}: no tensor matches this model ({type(model).__name__}, backbone settings differ?)")
+    model.load_state_dict(fitting, strict=False)

@@ -1,0 +1,234 @@
+"""``fit``: the whole training run — data, model, epochs, validation, checkpoints, resume.
+
+Run folder (``out_dir``): ``config.yaml`` (resolved config), ``last.pt`` (everything needed to
+resume, written every ``cfg.save_every_steps`` optimizer steps and at each epoch end),
+``best.pt`` (weights + config + decoder settings of the best validation score),
+``metrics.csv`` (one row per epoch), ``tb/`` (TensorBoard). All writes are atomic.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digitdet.config import Config
+from digitdet.data.coco import DigitDataset, load_coco_digits, split_paths
+from digitdet.data.loaders import EpochSampler, inference_loader, train_loader
+from digitdet.data.transforms import build_transforms
+from digitdet.engine import train_one_epoch
+from digitdet.evaluation import evaluate
+from digitdet.io import load_checkpoint, save_checkpoint, write_json
+from digitdet.models.faster_rcnn import build_model
+from digitdet.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("digitdet")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int = 0):
+    """(DigitDataset, cleaned COCO dict restricted to the dataset's images) of an annotated split."""
+    images_dir, ann = split_paths(data_root, split)
+    if ann is None:
+        raise FileNotFoundError(f"{Path(data_root) / (split + '.json')}: annotations of split {split!r} not found")
+    coco, report = load_coco_digits(ann, images_dir)
+    log.info(report.summary(str(ann)))
+    ds = DigitDataset(coco, images_dir, build_transforms(cfg.augment, train), seed=cfg.seed, max_images=max_images)
+    keep = {im["id"] for im in ds.images}
+    coco = {**coco, "images": ds.images, "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
+    return ds, coco
+
+
+def model_state(model) -> dict:
+    """State dict without a DistributedDataParallel wrapper's "module." prefix."""
+    return getattr(model, "module", model).state_dict()
+
+
+class Checkpointer:
+    """Writes last.pt / best.pt and the metrics log of one run folder."""
+
+    def __init__(self, out_dir: Path, cfg: Config):
+        self.out, self.cfg = out_dir, cfg
+        self.csv_path = out_dir / "metrics.csv"
+
+    def save_last(self, model, optimizer, scheduler, scaler, progress: dict) -> None:
+        save_checkpoint(self.out / "last.pt", {
+            "model": model_state(model), "config": self.cfg.to_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "progress": progress})
+
+    def save_best(self, model, metrics: dict, epoch: int) -> None:
+        save_checkpoint(self.out / "best.pt", {
+            "model": model_state(model), "config": self.cfg.to_dict(), "epoch": epoch,
+            "metrics": _plain(metrics),
+            "decoder": {"score_thresh": self.cfg.decode_score_thresh, "iou_thresh": self.cfg.decode_iou_thresh}})
+
+    def log_epoch(self, row: dict) -> None:
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def _plain(metrics: dict) -> dict:
+    """Metrics as plain Python values (checkpoints load with weights_only=True)."""
+    return {k: (_plain(v) if isinstance(v, dict) else (float(v) if isinstance(v, (np.floating, float)) else v))
+            for k, v in metrics.items()}
+
+
+def _restore(state: dict, model, optimizer, scheduler, scaler) -> dict:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if torch.cuda.is_available() and state["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return dict(state["progress"])
+
+
+def _start(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
+    """The config to run with and, when resuming, the last checkpoint."""
+    if not resume:
+        if (out_dir / "last.pt").exists():
+            raise ValueError(f"{out_dir}: already holds a run (last.pt); pass --resume to continue it "
+                             f"or choose another --out")
+        return cfg, None
+    last = out_dir / "last.pt"
+    if not last.exists():
+        raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {out_dir})")
+    state = load_checkpoint(last)
+    return Config.from_dict(state["config"], source=str(last)), state
+
+
+def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = False,
+        progress: bool = True, stop_after_steps: int = 0) -> dict:
+    """Train ``cfg`` on ``data_root``'s train split, validating on valid; see module docstring.
+
+    ``resume`` continues the run in ``out_dir`` from last.pt with its saved config, exactly:
+    same samples, augmentations, RNG, optimizer and schedule. ``stop_after_steps`` > 0 stops
+    (after writing last.pt) once that many optimizer steps are done in this call, as a kill
+    would. Returns ``{"best": value, "best_epoch", "epochs_done", "stopped_early", "history"}``.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    # 1. Config, output folder, seeds.
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg, state = _start(cfg, out_dir, resume)
+    (out_dir / "config.yaml").write_text(cfg.dumps())
+    log.info("resolved config:\n%s", cfg.dumps())
+    seed_everything(cfg.seed, cfg.deterministic)
+    dev = torch.device(device)
+
+    # 2. Data.
+    train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
+    valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images)
+    valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), cfg.eval_batch_size, cfg.workers)
+    sampler = EpochSampler(len(train_ds), cfg.seed)
+    batches_per_epoch = max(len(train_ds) // cfg.batch_size, 1)
+    steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum)
+
+    # 3. Model, optimisation, and the state of a resumed run.
+    model = build_model(cfg).to(dev)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and dev.type == "cuda" else None
+    prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1,
+            "evals_since_best": 0, "elapsed_s": 0.0, "history": []}
+    if state is not None:
+        prog = _restore(state, model, optimizer, scheduler, scaler)
+        log.info("resuming %s at epoch %d, batch %d", out_dir, prog["epoch"], prog["step_in_epoch"])
+    ckpt, writer = Checkpointer(out_dir, cfg), SummaryWriter(str(out_dir / "tb"))
+    t_start, steps_this_call = time.perf_counter() - prog["elapsed_s"], [0]
+
+    # 4. Epochs.
+    stop_reason = ""
+    for epoch in range(prog["epoch"], cfg.epochs):
+        prog["epoch"] = epoch
+        sampler.set_epoch(epoch, skip=prog["step_in_epoch"] * cfg.batch_size)
+        train_ds.set_epoch(epoch)
+        loader = train_loader(train_ds, sampler, cfg.batch_size, cfg.workers)
+
+        def on_step(step: int) -> bool:
+            nonlocal stop_reason
+            prog["step_in_epoch"], prog["elapsed_s"] = step, time.perf_counter() - t_start
+            steps_this_call[0] += 1
+            if stop_after_steps and steps_this_call[0] >= stop_after_steps:
+                stop_reason = "stop_after_steps"
+            elif cfg.time_budget_min and prog["elapsed_s"] > cfg.time_budget_min * 60:
+                stop_reason = "time_budget"
+            if stop_reason or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
+                ckpt.save_last(model, optimizer, scheduler, scaler, prog)
+            return bool(stop_reason)
+
+        stats = train_one_epoch(model, optimizer, scheduler, loader, dev, epoch, cfg, scaler,
+                                start_step=prog["step_in_epoch"], on_step=on_step, progress=progress)
+        if stop_reason == "stop_after_steps":
+            return {"stopped": stop_reason, **_result(prog)}
+        row = _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, ckpt, writer,
+                            final=bool(stop_reason) or epoch == cfg.epochs - 1, progress=progress)
+        prog.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.perf_counter() - t_start)
+        prog["history"].append(row)
+        ckpt.save_last(model, optimizer, scheduler, scaler, prog)
+        if stop_reason:
+            break
+        if cfg.early_stop_patience and prog["evals_since_best"] >= cfg.early_stop_patience:
+            log.info("early stop: %s did not improve in %d evaluations", cfg.best_metric, cfg.early_stop_patience)
+            stop_reason = "early_stop"
+            break
+    writer.close()
+    return {"stopped": stop_reason, **_result(prog)}
+
+
+def _result(prog: dict) -> dict:
+    return {"best": prog["best_value"], "best_epoch": prog["best_epoch"], "epochs_done": prog["epoch"],
+            "history": prog["history"]}
+
+
+def _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, ckpt, writer,
+                  final: bool, progress: bool) -> dict:
+    """Validate when due, keep best.pt, log a row to CSV and TensorBoard; returns the row."""
+    row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in stats.items() if k not in ("stopped", "steps")},
+           "map": "", "ap50": "", "ap75": "", "accuracy": ""}
+    due = final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+    if due:
+        metrics, _ = evaluate(model, valid_loader, dev, valid_gt, cfg, progress=progress)
+        row.update({k: round(float(metrics[k]), 5) for k in ("map", "ap50", "ap75", "accuracy")})
+        value = metrics[cfg.best_metric]
+        if value > prog["best_value"]:
+            prog.update(best_value=float(value), best_epoch=epoch + 1, evals_since_best=0)
+            ckpt.save_best(model, metrics, epoch + 1)
+        else:
+            prog["evals_since_best"] += 1
+        log.info("epoch %d: loss %.4f  mAP %.4f  AP50 %.4f  accuracy %.4f  (best %s %.4f @ %d)", epoch + 1,
+                 stats["loss"], metrics["map"], metrics["ap50"], metrics["accuracy"], cfg.best_metric,
+                 prog["best_value"], prog["best_epoch"])
+    else:
+        log.info("epoch %d: loss %.4f", epoch + 1, stats["loss"])
+    if final and not (ckpt.out / "best.pt").exists():
+        ckpt.save_best(model, {}, epoch + 1)
+    ckpt.log_epoch(row)
+    for k, v in row.items():
+        if k != "epoch" and v != "":
+            writer.add_scalar(k, v, epoch + 1)
+    writer.flush()
+    return row
