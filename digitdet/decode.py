@@ -1,0 +1,234 @@
+"""Raw detections -> the house number (Task 2) and -> COCO result records (Task 1).
+
+Inputs are one image's detections as torchvision returns them: ``boxes`` (N, 4) xyxy in
+pixels of that image, ``labels`` (N,) model labels == COCO category ids 1..10 (digits 0..9,
+mapping in :mod:`digitdet.labels`), ``scores`` (N,) in [0, 1]. numpy arrays, lists or torch
+tensors (any device) are accepted. Everything here is a pure function.
+
+The two tasks want different things from the same detections. COCO mAP rewards recall:
+keep every box down to a low score (0.05), duplicates of other classes included, since a
+second guess costs AP nothing. Reading the number punishes every extra digit, so
+:func:`decode_number` keeps only confident boxes and removes duplicates *across classes*
+(per-class NMS let a "1" and a "7" on the same digit turn "117" into "1117").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from digitdet.boxes import area_xyxy, iou_xyxy, xyxy_to_xywh
+from digitdet.labels import category_to_digit
+
+NO_NUMBER = "-1"  # Task 2's label for an image where no digit is found
+
+
+def _as_numpy(x, dtype) -> np.ndarray:
+    """numpy array from a numpy array, list or torch tensor (detached, moved to CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=dtype)
+
+
+def _detections(boxes_xyxy, labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate one image's detections; return (boxes (N,4) f64, labels (N,) i64, scores (N,) f64)."""
+    boxes = _as_numpy(boxes_xyxy, np.float64)
+    labels = _as_numpy(labels, np.float64)
+    scores = _as_numpy(scores, np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4) xyxy, got {boxes.shape}")
+    n = len(boxes)
+    if labels.reshape(-1).shape != (n,) or scores.reshape(-1).shape != (n,):
+        raise ValueError(f"boxes, labels and scores must have the same length N; got boxes {boxes.shape}, "
+                         f"labels {labels.shape}, scores {scores.shape}")
+    labels, scores = labels.reshape(-1), scores.reshape(-1)
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ValueError("boxes and scores must be finite (NaN/inf found)")
+    if np.any(labels != np.round(labels)):
+        bad = labels[labels != np.round(labels)][:5]
+        raise ValueError(f"labels must be integer category ids 1..10, got {bad}")
+    return boxes, labels.astype(np.int64), scores
+
+
+def suppress_duplicates(boxes_xyxy, scores, iou_thresh: float = 0.5,
+                        contain_thresh: float = 0.8) -> np.ndarray:
+    """Class-agnostic greedy suppression; returns kept indices, highest score first.
+
+    A box is dropped when, against any already kept (higher-scoring) box, its IoU is
+    > ``iou_thresh`` OR their intersection covers > ``contain_thresh`` of the smaller box.
+    The containment test catches what IoU misses: a small box on one digit inside a big
+    box spanning two digits has a low IoU but is the same ink. Boxes xyxy, one image.
+
+    Written by hand because torchvision's ``nms`` has no containment rule.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")  # stable: equal scores keep input order
+    iou = iou_xyxy(boxes, boxes)
+    area = area_xyxy(boxes)
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(axis=2)
+    smaller = np.minimum(area[:, None], area[None, :])
+    # Containment is undefined for a zero-area box; 0 keeps a degenerate box from
+    # suppressing every later box (its IoU with anything is 0 as well).
+    contain = np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, k] <= iou_thresh and contain[i, k] <= contain_thresh for k in keep):
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thresh: float = 0.5,
+                  contain_thresh: float = 0.8) -> str:
+    """Read the house number from one image's detections.
+
+    Args:
+        boxes_xyxy: (N, 4) xyxy, pixels of one image (any scale: only relative positions matter).
+        labels: (N,) model labels == category ids 1..10 (digits 0..9).
+        scores: (N,) confidences.
+        score_thresh: detections with score >= this are read.
+        iou_thresh, contain_thresh: duplicate rule of :func:`suppress_duplicates`.
+
+    Returns:
+        The digits left to right as a string (leading zeros kept, e.g. ``"07"``), or
+        ``"-1"`` when no detection survives.
+
+    Steps: (1) keep score >= score_thresh; (2) class-agnostic duplicate suppression, the
+    higher score wins; (3) order by box centre x; (4) map labels to digits via labels.py.
+    """
+    boxes, labels, scores = _detections(boxes_xyxy, labels, scores)
+    # 1. Confident detections only: every extra digit makes the whole number wrong.
+    sel = scores >= score_thresh
+    boxes, labels, scores = boxes[sel], labels[sel], scores[sel]
+    if len(boxes) == 0:
+        return NO_NUMBER
+    # 2. One digit per piece of ink, whatever class each duplicate claims.
+    keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
+    boxes, labels = boxes[keep], labels[keep]
+    return _read_left_to_right(boxes, labels)
+
+
+def _read_left_to_right(boxes: np.ndarray, labels: np.ndarray) -> str:
+    """Steps 3-4 of :func:`decode_number` on already filtered boxes; "-1" when empty."""
+    if len(boxes) == 0:
+        return NO_NUMBER
+    # 3. House numbers read left to right; stable so equal centres keep score order.
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+    order = np.argsort(centre_x, kind="stable")
+    # 4. Digits from THE mapping (raises ValueError for a label outside 1..10).
+    return "".join(str(category_to_digit(c)) for c in labels[order])
+
+
+def detections_to_coco(image_id: int, boxes_xyxy, labels, scores, score_thresh: float = 0.05,
+                       max_dets: int = 100) -> list[dict]:
+    """One image's detections -> COCO result records for ``pred.json`` (Task 1).
+
+    ``boxes_xyxy`` must be in pixels of the ORIGINAL image the grader's annotations refer
+    to (torchvision's detector already maps its outputs back to the size of the image it
+    was given; rescale yourself if you resized before calling the model).
+
+    Returns records ``{"image_id", "bbox": [x, y, w, h] floats (COCO xywh), "score",
+    "category_id"}`` with score >= ``score_thresh``, highest score first, at most
+    ``max_dets`` (COCO evaluates the top 100 per image). Keep ``score_thresh`` low: boxes
+    below a high threshold are recall that mAP would have counted.
+    """
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
+        raise ValueError(f"image_id must be an int, got {image_id!r}")
+    boxes, labels, scores = _detections(boxes_xyxy, labels, scores)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= score_thresh][:max_dets]
+    xywh = xyxy_to_xywh(boxes[order])
+    out = []
+    for box, label, score in zip(xywh, labels[order], scores[order]):
+        category_to_digit(label)  # validates 1..10 with a clear message
+        out.append({"image_id": int(image_id), "bbox": [float(v) for v in box],
+                    "score": float(score), "category_id": int(label)})
+    return out
+
+
+def group_by_image(results: list[dict]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """COCO result records -> ``{image_id: (boxes_xyxy (N,4) f64, labels (N,) i64, scores (N,) f64)}``.
+
+    Boxes are converted from COCO xywh back to xyxy (same pixel space). Only images that
+    have at least one record appear; look others up with ``.get`` and treat them as empty.
+    Record order within an image is kept. Use it to score a ``pred.json`` for Task 2.
+    """
+    grouped: dict[int, list[dict]] = {}
+    for i, rec in enumerate(results):
+        try:
+            grouped.setdefault(int(rec["image_id"]), []).append(rec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"result record {i} has no valid image_id: {rec!r}") from e
+    out = {}
+    for image_id, recs in grouped.items():
+        xywh = np.asarray([r["bbox"] for r in recs], dtype=np.float64).reshape(-1, 4)
+        boxes = xywh.copy()
+        boxes[:, 2:] += boxes[:, :2]
+        out[image_id] = (boxes, np.asarray([r["category_id"] for r in recs], dtype=np.int64),
+                         np.asarray([r["score"] for r in recs], dtype=np.float64))
+    return out
+
+
+def _best_threshold(curve: list[tuple[float, float]]) -> tuple[float, float]:
+    """Centre of the longest run of consecutive thresholds reaching the best accuracy.
+
+    On a plateau any threshold scores the same on the tuning set, but one at the plateau's
+    edge sits next to a cliff; a small shift of the score distribution on new images
+    (another checkpoint, other photos) pushes it over. The centre has the most margin on
+    both sides, so it generalises best. Even-length runs take the lower middle: a slightly
+    lower threshold keeps recall.
+    """
+    best = max(acc for _, acc in curve)
+    runs, start = [], None
+    for i, (_, acc) in enumerate(curve + [(None, -1.0)]):
+        if acc == best and start is None:
+            start = i
+        elif acc != best and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    lo, hi = max(runs, key=lambda r: r[1] - r[0])  # max() keeps the first (lowest) of equal runs
+    return curve[(lo + hi) // 2][0], best
+
+
+def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_thresh: float = 0.5,
+                 contain_thresh: float = 0.8) -> dict:
+    """Pick ``decode_number``'s score threshold that maximises exact-match accuracy.
+
+    Args:
+        dets: ``{image_id: (boxes_xyxy, labels, scores)}`` (e.g. from :func:`group_by_image`);
+            an image of ``gt_numbers`` missing here reads as ``"-1"``.
+        gt_numbers: ``{image_id: number string}`` truth, e.g. ``metrics.gt_numbers(gt)``.
+        thresholds: candidates, ascending; default ``np.arange(0.05, 0.96, 0.05)``.
+        iou_thresh, contain_thresh: duplicate rule, as in :func:`decode_number`.
+
+    Returns:
+        ``{"score_thresh": float, "accuracy": float, "curve": [(threshold, accuracy), ...]}``.
+        Ties are broken by :func:`_best_threshold` (centre of the widest best plateau).
+        Tune on a validation split, never on the images you report accuracy for.
+    """
+    if not gt_numbers:
+        raise ValueError("tune_decoder needs at least one image in gt_numbers")
+    if thresholds is None:
+        thresholds = np.arange(0.05, 0.96, 0.05)
+    thresholds = sorted(round(float(t), 6) for t in thresholds)  # round: arange gives 0.15000000000000002
+    if not thresholds:
+        raise ValueError("tune_decoder needs at least one threshold")
+    # Greedy suppression visits boxes by falling score and a box is only ever suppressed by
+    # higher-scoring ones, so raising the threshold just cuts the tail: the survivors at
+    # threshold t are the survivors of one run over all boxes that score >= t. One
+    # suppression per image instead of one per threshold; same answers as decode_number.
+    empty = (np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
+    survivors = {}
+    for image_id in gt_numbers:
+        boxes, labels, scores = _detections(*dets.get(image_id, empty))
+        keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
+        survivors[image_id] = (boxes[keep], labels[keep], scores[keep])
+    curve = []
+    for t in thresholds:
+        hits = sum(_read_left_to_right(b[s >= t], l[s >= t]) == gt_numbers[i]
+                   for i, (b, l, s) in survivors.items())
+        curve.append((t, hits / len(gt_numbers)))
+    score_thresh, accuracy = _best_threshold(curve)
+    return {"score_thresh": score_thresh, "accuracy": accuracy, "curve": curve}

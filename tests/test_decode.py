@@ -1,0 +1,130 @@
+"""digitdet.decode: reading the number (Task 2) and COCO records (Task 1)."""
+import numpy as np
+import pytest
+import torch
+
+from digitdet.decode import (decode_number, detections_to_coco, group_by_image, suppress_duplicates,
+                             tune_decoder)
+from digitdet.labels import digit_to_category
+
+
+def _dets(*items):
+    """items: (x1, y1, x2, y2, digit, score) -> boxes, labels (category ids), scores."""
+    boxes = np.array([i[:4] for i in items], dtype=float).reshape(-1, 4)
+    labels = np.array([digit_to_category(i[4]) for i in items], dtype=np.int64)
+    scores = np.array([i[5] for i in items], dtype=float)
+    return boxes, labels, scores
+
+
+def test_duplicates_of_different_classes_on_one_digit_give_one_digit():
+    # The same "7" detected as 7 (0.9) and as 1 (0.6): per-class NMS would keep both.
+    assert decode_number(*_dets((10, 0, 20, 30, 7, 0.9), (11, 1, 21, 30, 1, 0.6))) == "7"
+
+
+def test_117_is_not_read_as_1117():
+    dets = _dets((0, 0, 10, 30, 1, 0.95), (12, 0, 22, 30, 1, 0.93), (24, 0, 36, 30, 7, 0.9),
+                 (25, 1, 36, 31, 1, 0.7))  # a "1" duplicate on the 7
+    assert decode_number(*dets) == "117"
+
+
+def test_box_contained_in_a_bigger_box_is_a_duplicate():
+    # A small box inside a higher-scoring one: IoU 0.25 < 0.5, but 100% contained.
+    dets = _dets((0, 0, 20, 40, 3, 0.9), (5, 10, 15, 30, 8, 0.8))
+    assert decode_number(*dets) == "3"
+    assert decode_number(*dets, contain_thresh=1.0) == "38"
+
+
+def test_nothing_found_is_minus_one():
+    assert decode_number(np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0)) == "-1"
+    assert decode_number(*_dets((0, 0, 10, 10, 5, 0.3))) == "-1"  # below the score threshold
+
+
+def test_leading_zero_is_kept():
+    assert decode_number(*_dets((0, 0, 10, 30, 0, 0.9), (12, 0, 22, 30, 7, 0.9))) == "07"
+
+
+def test_right_to_left_input_is_read_left_to_right():
+    dets = _dets((40, 0, 50, 30, 3, 0.9), (20, 0, 30, 30, 2, 0.8), (0, 0, 10, 30, 1, 0.7))
+    assert decode_number(*dets) == "123"
+
+
+def test_overlapping_neighbours_below_iou_threshold_are_both_kept():
+    a, b = (0, 0, 12, 30), (8, 0, 20, 30)  # touching digits: IoU = 4*30 / (20*30) = 0.2
+    dets = _dets((*a, 4, 0.9), (*b, 2, 0.8))
+    assert decode_number(*dets) == "42"
+    assert decode_number(*dets, iou_thresh=0.1) == "4"
+
+
+def test_score_threshold_is_inclusive_and_tunable():
+    dets = _dets((0, 0, 10, 30, 1, 0.5), (12, 0, 22, 30, 9, 0.4))
+    assert decode_number(*dets) == "1"
+    assert decode_number(*dets, score_thresh=0.4) == "19"
+    assert decode_number(*dets, score_thresh=0.51) == "-1"
+
+
+def test_torch_tensors_are_accepted():
+    boxes, labels, scores = _dets((12, 0, 22, 30, 2, 0.9), (0, 0, 10, 30, 1, 0.8))
+    assert decode_number(torch.tensor(boxes), torch.tensor(labels), torch.tensor(scores)) == "12"
+
+
+def test_bad_inputs_raise_value_error():
+    with pytest.raises(ValueError, match="same length"):
+        decode_number(np.zeros((2, 4)), [1], [0.9, 0.9])
+    with pytest.raises(ValueError, match="1..10"):
+        decode_number(np.array([[0, 0, 1, 1]]), [11], [0.9])
+
+
+def test_zero_area_box_does_not_suppress_the_others():
+    dets = _dets((5, 5, 5, 5, 9, 0.99), (0, 0, 10, 30, 1, 0.9), (12, 0, 22, 30, 2, 0.8))
+    assert decode_number(*dets) == "912"
+
+
+def test_suppress_duplicates_returns_highest_score_first():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 0, 30, 10]], dtype=float)
+    assert suppress_duplicates(boxes, np.array([0.2, 0.9, 0.5])).tolist() == [1, 2]
+
+
+def test_detections_to_coco_sorted_thresholded_xywh():
+    boxes, labels, scores = _dets((0, 0, 10, 20, 3, 0.2), (5, 5, 8, 9, 0, 0.9), (1, 1, 2, 2, 9, 0.01))
+    recs = detections_to_coco(7, boxes, labels, scores)
+    assert recs == [
+        {"image_id": 7, "bbox": [5.0, 5.0, 3.0, 4.0], "score": 0.9, "category_id": 1},
+        {"image_id": 7, "bbox": [0.0, 0.0, 10.0, 20.0], "score": 0.2, "category_id": 4},
+    ]
+    assert len(detections_to_coco(7, boxes, labels, scores, max_dets=1)) == 1
+
+
+def test_group_by_image_inverts_detections_to_coco():
+    boxes, labels, scores = _dets((0, 0, 10, 20, 3, 0.8), (5, 5, 8, 9, 0, 0.9))
+    recs = detections_to_coco(4, boxes, labels, scores) + detections_to_coco(9, boxes[:1], labels[:1], scores[:1])
+    grouped = group_by_image(recs)
+    assert sorted(grouped) == [4, 9]
+    b, l, s = grouped[4]
+    np.testing.assert_allclose(b, boxes[[1, 0]])
+    assert l.tolist() == labels[[1, 0]].tolist() and s.tolist() == [0.9, 0.8]
+
+
+def test_tune_decoder_matches_decode_number_and_picks_plateau_centre():
+    rng = np.random.default_rng(0)
+    dets, truth = {}, {}
+    for i in range(30):
+        n = int(rng.integers(0, 6))
+        x1 = rng.uniform(0, 80, n)
+        boxes = np.stack([x1, np.zeros(n), x1 + rng.uniform(5, 15, n), np.full(n, 30.0)], axis=1)
+        dets[i] = (boxes, rng.integers(1, 11, n), rng.uniform(0, 1, n))
+        truth[i] = str(i % 7)
+    dets.pop(3)  # an image with no detections at all reads "-1"
+    out = tune_decoder(dets, truth)
+    for t, acc in out["curve"]:
+        expected = np.mean([decode_number(*dets.get(i, (np.zeros((0, 4)), [], [])), score_thresh=t) == v
+                            for i, v in truth.items()])
+        assert acc == pytest.approx(expected)
+    assert out["accuracy"] == max(acc for _, acc in out["curve"])
+
+
+def test_tune_decoder_tie_break_is_centre_of_widest_plateau():
+    # One image "1": a 1 at 0.9 and a spurious 8 at 0.3 -> correct for thresholds in (0.3, 0.9].
+    dets = {0: _dets((0, 0, 10, 30, 1, 0.9), (20, 0, 30, 30, 8, 0.3))}
+    out = tune_decoder(dets, {0: "1"}, thresholds=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
+    # Best plateau 0.4..0.9 (6 values): centre, lower middle -> 0.6.
+    assert out["accuracy"] == 1.0 and out["score_thresh"] == pytest.approx(0.6)
