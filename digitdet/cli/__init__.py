@@ -10,11 +10,23 @@ import argparse
 import sys
 
 from digitdet.cli import train as _train, evaluate as _evaluate, predict as _predict
+from digitdet.cli import convert as _convert
+from digitdet.cli import stats as _stats
+from digitdet.cli import browse as _browse
+from digitdet.cli import export as _export
+from digitdet.cli import ensemble as _ensemble
+from digitdet.cli import synth as _synth
 
 COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
     "predict": _predict,
+    "convert": _convert,
+    "stats": _stats,
+    "browse": _browse,
+    "export": _export,
+    "ensemble": _ensemble,
+    "synth": _synth,
 }
 
 
