@@ -131,6 +131,11 @@ def _coerce(key: str, value, default, source: str):
         if not isinstance(value, bool):
             raise ValueError(f"{source}: {key} must be true/false, got {value!r}")
         return value
+    if isinstance(default, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):

@@ -51,7 +51,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(
                 f"epoch {epoch}, step {step}: loss is {loss.item()} "
-                f"({ {k: round(float(v), 4) for k, v in losses.items()} }); lower lr (now {cfg.lr}) "
+                f"({ {k: round(float(v.detach()), 4) for k, v in losses.items()} }); lower lr (now {cfg.lr}) "
                 f"or raise warmup_iters, or resume from the last checkpoint")
         _backward(loss / cfg.grad_accum, scaler)
         step += 1

@@ -43,9 +43,15 @@ class EpochSampler(Sampler):
 
 
 def train_loader(dataset, sampler: EpochSampler, batch_size: int, workers: int) -> DataLoader:
-    """Training batches in the sampler's order; drop_last keeps BatchNorm away from batches of 1."""
+    """Training batches in the sampler's order; drop_last keeps BatchNorm away from batches of 1.
+
+    The loader gets its own generator: otherwise creating its iterator draws from the global
+    RNG, and a resumed run would draw at another moment than the run it continues.
+    """
+    g = torch.Generator().manual_seed(sampler.seed * 100003 + sampler.epoch)
+    per_rank = len(sampler) + sampler.skip
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate, drop_last=len(sampler) > batch_size,
+                      collate_fn=collate, drop_last=per_rank > batch_size, generator=g,
                       persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 

@@ -1,0 +1,129 @@
+"""Validation of COCO digit files at the boundary, image modes, and the datasets."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from digitdet.data.coco import DigitDataset, ImageFolderDataset, load_coco_digits
+from digitdet.data.images import list_images, load_rgb
+from digitdet.data.transforms import build_transforms
+
+
+def _copy(tiny_data, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data, root)
+    return root, json.loads((root / "train.json").read_text())
+
+
+def _write(root, coco):
+    (root / "train.json").write_text(json.dumps(coco))
+    return root / "train.json"
+
+
+def test_clean_file_loads(tiny_data):
+    coco, report = load_coco_digits(tiny_data / "train.json", tiny_data / "train")
+    assert report.images == 16 and report.clipped == 0 and report.dropped == 0
+    assert len(coco["annotations"]) == report.annotations > 0
+
+
+@pytest.mark.parametrize("mutate, error, match", [
+    (lambda c: c["annotations"][0].update(category_id=11), ValueError, r"annotation id 1: unknown category_id 11"),
+    (lambda c: c["images"].append(dict(c["images"][0])), ValueError, r"duplicate image id 1"),
+    (lambda c: c["images"][0].update(file_name="missing.png"), FileNotFoundError, r"missing.png"),
+    (lambda c: c["annotations"][0].update(image_id=999), ValueError, r"image_id 999"),
+    (lambda c: c["annotations"][1].update(id=c["annotations"][0]["id"]), ValueError, r"duplicate annotation id"),
+])
+def test_fatal_errors_name_file_and_id(tiny_data, tmp_path, mutate, error, match):
+    root, coco = _copy(tiny_data, tmp_path)
+    mutate(coco)
+    ann = _write(root, coco)
+    with pytest.raises(error, match=match) as e:
+        load_coco_digits(ann, root / "train")
+    assert "train.json" in str(e.value)
+
+
+def test_boxes_outside_are_clipped_and_empty_dropped(tiny_data, tmp_path):
+    root, coco = _copy(tiny_data, tmp_path)
+    w = coco["images"][0]["width"]
+    a0, a1 = coco["annotations"][0], coco["annotations"][1]
+    a0["bbox"] = [w - 5, 2, 20, 10]  # 15 px past the right edge
+    a1["bbox"] = [3, 3, 0, 10]  # zero width
+    cleaned, report = load_coco_digits(_write(root, coco), root / "train")
+    assert report.clipped == 1 and report.dropped == 1
+    fixed = next(a for a in cleaned["annotations"] if a["id"] == a0["id"])
+    assert fixed["bbox"] == [w - 5, 2, 5, 10]
+    assert all(a["id"] != a1["id"] for a in cleaned["annotations"])
+    assert "clipped" in report.summary("train.json")
+
+
+def test_image_without_annotations_is_kept_as_negative(tiny_data, tmp_path):
+    root, coco = _copy(tiny_data, tmp_path)
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != 1]
+    cleaned, report = load_coco_digits(_write(root, coco), root / "train")
+    assert report.negatives == 1
+    ds = DigitDataset(cleaned, root / "train", build_transforms("none", False))
+    img, target = ds[0]
+    assert target["image_id"] == 1 and target["boxes"].shape == (0, 4) and img.shape[0] == 3
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "LA", "1"])
+def test_any_image_mode_loads_as_rgb(tmp_path, mode):
+    arr = (np.arange(20 * 30).reshape(20, 30) % 256).astype(np.uint8)
+    im = Image.fromarray(arr).convert("RGB").convert(mode) if mode != "I;16" else \
+        Image.fromarray((arr.astype(np.uint16) * 257))
+    p = tmp_path / "x.png"
+    im.save(p)
+    rgb = load_rgb(p)
+    assert rgb.mode == "RGB" and rgb.size == (30, 20)
+    if mode == "I;16":  # scaled by range, not clipped to white
+        assert np.asarray(rgb).max() == 255 and np.asarray(rgb).min() == 0
+
+
+def test_corrupt_image_is_a_clear_error(tmp_path):
+    p = tmp_path / "3.png"
+    p.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="3.png: not a readable image"):
+        load_rgb(p)
+
+
+def test_test_folder_ids_and_bad_names(tiny_data, tmp_path):
+    assert [i for i, _ in list_images(tiny_data / "test")] == list(range(1, 7))
+    (tmp_path / "abc.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="abc.png: file name must be an integer"):
+        list_images(tmp_path)
+
+
+def test_unreadable_test_image_is_reported_not_fatal(tiny_data, tmp_path):
+    folder = tmp_path / "t"
+    shutil.copytree(tiny_data / "test", folder)
+    (folder / "99.png").write_bytes(b"garbage")
+    ds = ImageFolderDataset(folder, build_transforms("none", False))
+    img, t = ds[len(ds) - 1]
+    assert img is None and t["image_id"] == 99 and "99.png" in t["error"]
+
+
+def test_augmentation_is_seeded_per_sample_and_epoch(tiny_data):
+    coco, _ = load_coco_digits(tiny_data / "train.json", tiny_data / "train")
+    ds = DigitDataset(coco, tiny_data / "train", build_transforms("digits", True), seed=3)
+    a, _ = ds[2]
+    torch.manual_seed(123)  # the global RNG must not matter
+    b, _ = ds[2]
+    assert torch.equal(a, b)
+    ds.set_epoch(1)
+    c, _ = ds[2]
+    assert a.shape != c.shape or not torch.equal(a, c)
+
+
+def test_transforms_never_flip(tiny_data):
+    coco, _ = load_coco_digits(tiny_data / "train.json", tiny_data / "train")
+    ds = DigitDataset(coco, tiny_data / "train", build_transforms("digits", True))
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        _, t = ds[0]
+        x = t["boxes"][:, 0].tolist()
+        raw = ds.target(0)
+        if len(x) == len(raw["labels"]):  # boxes keep their left-to-right order
+            assert x == sorted(x) and t["labels"].tolist() == raw["labels"].tolist()

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from digitdet.config import Config
+from digitdet.models.faster_rcnn import BACKBONES, build_model
+
+TINY = dict(fpn_channels=32, representation_size=64, min_size=48, max_size=128)
+
+
+def _empty_target():
+    return {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
+
+
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
+def test_image_without_digits_has_zero_box_loss(box_loss):
+    torch.manual_seed(0)
+    model = build_model(Config(**TINY, box_loss=box_loss)).train()
+    losses = model([torch.rand(3, 40, 90)], [_empty_target()])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert losses["loss_box_reg"].item() == 0.0 and losses["loss_rpn_box_reg"].item() == 0.0
+    assert losses["loss_classifier"].item() > 0
+
+
+def test_giou_loss_is_positive_with_digits():
+    torch.manual_seed(0)
+    model = build_model(Config(**TINY, box_loss="giou", rpn_post_nms_top_n_train=50)).train()
+    target = {"boxes": torch.tensor([[10.0, 5.0, 24.0, 35.0], [26.0, 5.0, 40.0, 35.0]]),
+              "labels": torch.tensor([2, 8])}
+    losses = model([torch.rand(3, 40, 90)], [target])
+    assert losses["loss_box_reg"].item() > 0  # ground truth is added to the proposals
+
+
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b not in ("resnet101_fpn", "resnet50_fpn_v2")])
+def test_every_backbone_builds_and_predicts_in_image_pixels(backbone):
+    model = build_model(Config(backbone=backbone, **TINY, box_score_thresh=0.0)).eval()
+    with torch.inference_mode():
+        out = model([torch.rand(3, 37, 101)])[0]
+    assert out["boxes"].shape[1] == 4
+    if len(out["boxes"]):
+        assert out["boxes"][:, 2].max() <= 101 and out["boxes"][:, 3].max() <= 37
+        assert out["labels"].min() >= 1 and out["labels"].max() <= 10
+
+
+def test_anchor_levels_must_match_feature_maps():
+    with pytest.raises(ValueError, match="anchor_sizes has 2 levels"):
+        build_model(Config(**TINY, anchor_sizes=[[16], [32]]))
+
+
+def test_anchor_ratio_is_height_over_width():
+    from digitdet.models.faster_rcnn import anchor_generator
+    gen = anchor_generator(Config(anchor_sizes=[[32], [64], [128]], aspect_ratios=[4.0]), 3)
+    x1, y1, x2, y2 = gen.cell_anchors[0][0].tolist() if gen.cell_anchors else gen.generate_anchors((32,), (4.0,))[0].tolist()
+    assert (y2 - y1) / (x2 - x1) == pytest.approx(4.0, rel=0.05)
+
+
+def test_local_pretrained_file(tmp_path):
+    cfg = Config(**TINY)
+    src = build_model(cfg)
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    dst = build_model(Config(**TINY, pretrained=str(path)))
+    for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model(Config(**TINY, pretrained=str(tmp_path / "nope.pth")))

@@ -1,0 +1,80 @@
+"""Training: resume equals an uninterrupted run; checkpoints; the end-to-end smoke run."""
+import csv
+import json
+
+import pytest
+import torch
+
+from digitdet.cli import main
+from digitdet.config import Config
+from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json
+from digitdet.train import fit
+
+TINY = ["fpn_channels=32", "representation_size=64", "min_size=48", "max_size=128", "workers=0",
+        "batch_size=4", "warmup_iters=2", "eval_every=0", "max_train_images=12", "max_valid_images=4",
+        "rpn_post_nms_top_n_train=64", "box_batch_size_per_image=16"]
+
+
+def tiny_cfg(*extra) -> Config:
+    return Config().override([*TINY, *extra])
+
+
+def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
+    cfg = tiny_cfg("epochs=2", "save_every_steps=0")  # 3 steps per epoch
+    fit(cfg, tiny_data, tmp_path / "a", progress=False)
+    stopped = fit(cfg, tiny_data, tmp_path / "b", progress=False, stop_after_steps=4)  # killed in epoch 2
+    assert stopped["stopped"] == "stop_after_steps"
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["progress"]["step_in_epoch"] == 1
+    fit(Config(), tiny_data, tmp_path / "b", resume=True, progress=False)  # config comes from last.pt
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["progress"]["epoch"] == b["progress"]["epoch"] == 2
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny_data, tmp_path):
+    fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        fit(tiny_cfg(), tiny_data, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tiny_data, tmp_path):
+    from digitdet.engine import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="lower lr"):
+        fit(tiny_cfg("epochs=1", "lr=1e30", "warmup_iters=0", "clip_grad=0.0"), tiny_data, tmp_path / "nan",
+            progress=False)
+
+
+def test_end_to_end_smoke(tiny_data, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "out"
+    args = ["--data", str(tiny_data), "--out", str(run), "--config", "cpu_fast", "--epochs", "1", "--quiet"]
+    assert main(["train", *args, *[o for o in TINY if not o.startswith("eval_every")]]) == 0
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.csv"):
+        assert (run / name).exists(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and rows[0]["map"] != ""
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(run / "best.pt"), "--data", str(tiny_data), "--split", "valid",
+                 "--tune-decoder", "--quiet", "--workers", "0"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"map", "ap50", "ap75", "aps", "apm", "apl", "accuracy", "errors"} <= set(metrics)
+    assert "tuned_on" in load_checkpoint(run / "best.pt")["decoder"]
+    assert main(["predict", "--weights", str(run / "best.pt"), "--images", str(tiny_data / "test"),
+                 "--out", str(out), "--quiet", "--workers", "0"]) == 0
+    numbers = read_pred_csv(out / "pred.csv")
+    assert sorted(numbers) == list(range(1, 7))
+    for r in read_pred_json(out / "pred.json"):
+        assert r["image_id"] in numbers and r["score"] >= 0.05
+    assert main(["evaluate", "--pred", str(out / "pred.json"), "--data", str(tiny_data), "--split", "test"]) == 0
+
+
+def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err and "Traceback" not in err
+    assert main(["predict", "--weights", str(tmp_path / "missing.pt"), "--images", str(tiny_data / "test"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
