@@ -1,0 +1,34 @@
+"""digitdet visualize: draw a pred.json's boxes, digits, scores and numbers on the images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from digitdet.data.coco import load_coco_digits
+from digitdet.decode import group_by_image
+from digitdet.io import read_pred_json
+from digitdet.report import write_prediction_pictures
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="pictures of predictions: OUT/grid.png and OUT/images/<id>.png",
+                       description="Draw the boxes read (score >= --decode-thresh), their digits and scores, "
+                                   "and the number read on each image; the truth beside it in green with --gt.")
+    p.add_argument("--pred", required=True, help="pred.json (COCO results)")
+    p.add_argument("--images", required=True, help="folder of images named <image_id>.png")
+    p.add_argument("--gt", help="COCO annotation file of these images (drawn beside the predictions)")
+    p.add_argument("--n", type=int, default=36, help="number of images drawn (a seeded sample; default 36)")
+    p.add_argument("--seed", type=int, default=0, help="which sample of images")
+    p.add_argument("--decode-thresh", type=float, default=0.5, help="score a box needs to be read and drawn")
+    p.add_argument("--decode-iou", type=float, default=0.5, help="duplicate suppression IoU when reading")
+    p.add_argument("--out", required=True, help="output folder")
+    return p
+
+
+def run(args) -> int:
+    dets = group_by_image(read_pred_json(args.pred))
+    gt = load_coco_digits(args.gt, args.images)[0] if args.gt else None
+    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, args.decode_thresh,
+                                      args.decode_iou, args.seed)
+    print(json.dumps({"grid": str(paths[0]), "images": len(paths) - 1, "out": str(Path(args.out))}))
+    return 0
