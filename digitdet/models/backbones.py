@@ -99,6 +99,9 @@ def load_backbone_file(backbone: nn.Module, path: str) -> None:
     """Load a local .pth state dict into the backbone body (keys of the classifier work)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
+    if not any(k in backbone.body.state_dict() for k in state):
+        # A MobileNet classifier's keys start with "features."; the detector's body *is* features.
+        state = {k.removeprefix("features."): v for k, v in state.items()}
     missing, unexpected = backbone.body.load_state_dict(state, strict=False)
     loaded = len(backbone.body.state_dict()) - len(missing)
     if loaded == 0:

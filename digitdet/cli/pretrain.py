@@ -1,0 +1,33 @@
+"""digitdet pretrain: a backbone pre-trained as a digit classifier, for pretrained=FILE."""
+from __future__ import annotations
+
+import json
+
+from digitdet.cli.common import setup
+from digitdet.pretrain import pretrain_backbone
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="pre-train a backbone as a digit classifier on crops of the training boxes "
+                                  "(minutes on a CPU); then: digitdet train ... pretrained=FILE")
+    p.add_argument("--data", required=True, help="dataset folder (train/ + train.json, valid/ + valid.json)")
+    p.add_argument("--out", required=True, help="weights file to write, e.g. runs/backbone.pt")
+    p.add_argument("--backbone", default="resnet18_fpn", help="the detector backbone it is for (resnet*/mobilenet)")
+    p.add_argument("--norm", default="bn", choices=("bn", "gn", "frozen_bn"))
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-images", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def run(args) -> int:
+    setup(args)
+    result = pretrain_backbone(args.data, args.out, args.backbone, args.norm, args.epochs, args.batch_size,
+                               args.lr, args.workers, args.seed, args.max_images, progress=not args.quiet)
+    print(json.dumps({"weights": args.out, **{k: round(v, 4) for k, v in result.items()}}))
+    return 0
