@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := runs/demo
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean fonts
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,8 +15,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Extra typefaces for the synthetic renderer (Debian packages). Optional: without them (not root,
+# no apt) the renderer uses the fonts that pip packages ship, so tests never need this.
+FONT_PKGS := fonts-liberation2 fonts-urw-base35 fonts-freefont-ttf fonts-dejavu-extra fonts-bebas-neue \
+             fonts-league-spartan fonts-comic-neue fonts-humor-sans fonts-cantarell fonts-dustin fonts-open-sans
+fonts:
+	@if dpkg -s $(FONT_PKGS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONT_PKGS)) >/dev/null 2>&1 \
+	  || echo "fonts: apt-get failed; the renderer uses the fonts from pip packages (matplotlib, font-*)"; \
+	else echo "fonts: not root or no apt-get; the renderer uses the fonts from pip packages (matplotlib, font-*)"; fi
+
 # The main job on the embedded synthetic dataset: data -> train -> evaluate -> predict.
-demo: $(STAMP)
+demo: $(STAMP) fonts
 	$(BIN)/digitdet synth --out $(DEMO)/data --train 3000 --valid 300 --test 300 --seed 0
 	$(BIN)/digitdet train --data $(DEMO)/data --out $(DEMO)/run --config cpu_fast
 	$(BIN)/digitdet evaluate --weights $(DEMO)/run/best.pt --data $(DEMO)/data --split valid --tune-decoder

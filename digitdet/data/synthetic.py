@@ -1,0 +1,274 @@
+"""The embedded default dataset: realistic synthetic house-number photos with tight digit boxes.
+
+Public API:
+
+* ``render_sample(rng) -> (PIL RGB image, [{"digit": 0..9, "bbox": [x1, y1, x2, y2]}, ...])``
+  with boxes in pixels of the returned image, listed left to right.
+* ``render_dataset(out_dir, n_train, n_valid, n_test, seed=0, workers=1, progress=True)``
+  writes ``{train,valid,test}/<id>.png`` and COCO files ``train.json``, ``valid.json``,
+  ``test_gt.json``; returns a summary dict.
+
+How one sample is made (each stage is a module named after it):
+
+1. ``synth_style.sample_style``: every random choice, calibrated on real SVHN boxes.
+2. ``synth_scene.layout_number``: glyph masks on a line in upright scene pixels.
+3. Here: a camera homography (roll, shear, perspective, condensing), then a crop around the
+   number with real-looking margins, which fixes the output size.
+4. ``synth_scene.draw_scene`` paints only the scene window the crop sees; Pillow warps it.
+5. ``synth_camera.shoot``: light, blur, shrink to the output size, noise, JPEG.
+
+Boxes are tight around each digit's ink (mask pixels at least half covered) mapped through
+the same homography and scaling as the picture, never the font's advance box. A digit cut by
+the image edge keeps the box of its visible part, or is dropped when less than half of its
+ink is visible. Determinism: a sample depends only on its rng (and on the installed fonts,
+see ``synth_fonts``); a dataset only on ``seed``, whatever ``workers`` is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from multiprocessing import get_context
+
+import numpy as np
+from PIL import Image
+
+from digitdet.boxes import xyxy_to_xywh
+from digitdet.data import synth_geometry as geo
+from digitdet.data.synth_camera import shoot
+from digitdet.data.synth_fonts import available_fonts
+from digitdet.data.synth_scene import Glyph, draw_scene, layout_number
+from digitdet.data.synth_style import Style, sample_style
+from digitdet.labels import coco_categories, digit_to_category
+
+SPLITS = ("train", "valid", "test")
+COCO_FILE = {"train": "train.json", "valid": "valid.json", "test": "test_gt.json"}
+MIN_VISIBLE = 0.5        # a digit cut by the edge is labelled while this much of its ink shows
+MAX_OUTPUT = (520, 320)  # largest output picture (width, height) in px, about real SVHN's p99
+MAX_REGION_FACTOR = 2.0  # scene window may be at most this many times the crop (else less tilt)
+
+
+def _camera(style: Style, glyphs: list[Glyph], H: float, yaw: float, pitch: float) -> np.ndarray:
+    """Scene -> warped homography: condense x by ``x_scale``, then roll/shear/perspective."""
+    pts = np.concatenate([g.ink_points() for g in glyphs if g.digit is not None])
+    cx, cy = pts.mean(axis=0)
+    # perspective strength is relative to the whole picture (number plus margins), so the
+    # wall at the edges is not stretched to the horizon
+    width = float(np.ptp(pts[:, 0])) * style.x_scale + H * max(2.0, style.margins[0] + style.margins[2])
+    condense = geo.translation(cx, cy) @ np.diag([style.x_scale, 1.0, 1.0]) @ geo.translation(-cx, -cy)
+    return geo.camera_homography(style.rotation_deg, style.shear, yaw, pitch, (cx, cy), width) @ condense
+
+
+def _crop(rng, style: Style, glyphs: list[Glyph], boxes: list[np.ndarray]) -> np.ndarray:
+    """[x1, y1, x2, y2] of the picture in warped pixels: the number plus sampled margins,
+    moved so a neighbour's fragment or a cut digit ends up at the edge when asked."""
+    digit_boxes = np.array([b for g, b in zip(glyphs, boxes) if g.digit is not None])
+    hd = float(np.median(digit_boxes[:, 3] - digit_boxes[:, 1]))
+    left, top, right, bottom = (m * hd for m in style.margins)
+    crop = np.array([digit_boxes[:, 0].min() - left, digit_boxes[:, 1].min() - top,
+                     digit_boxes[:, 2].max() + right, digit_boxes[:, 3].max() + bottom])
+    for g, b in zip(glyphs, boxes):
+        visible = rng.uniform(0.1, 0.45)  # of a fragment's width
+        if g.role == "fragment-left":
+            crop[0] = b[2] - visible * (b[2] - b[0])
+        elif g.role == "fragment-right":
+            crop[2] = b[0] + visible * (b[2] - b[0])
+        elif g.role == "letter":
+            crop[2] = max(crop[2], b[2] + 0.3 * hd)
+    # the rare huge margins (p99 of real left margins is 9 digit heights) are capped so no
+    # picture exceeds MAX_OUTPUT px: bigger ones cost time and teach little
+    px_per_warped = style.height_px / hd
+    for lo, hi, limit in ((0, 2, MAX_OUTPUT[0]), (1, 3, MAX_OUTPUT[1])):
+        excess = (crop[hi] - crop[lo]) - limit / px_per_warped
+        core = (digit_boxes[:, lo].min(), digit_boxes[:, hi].max())
+        if excess > 0:
+            room = (core[0] - crop[lo], crop[hi] - core[1])
+            total = max(room[0] + room[1], 1e-9)
+            crop[lo] += min(room[0], excess * room[0] / total)
+            crop[hi] -= min(room[1], excess * room[1] / total)
+    cut = style.distractors["cut"]
+    if cut and len(style.digits) > 1:
+        first, last = digit_boxes[0], digit_boxes[-1]
+        keep = rng.uniform(0.3, 0.9)
+        if cut == "left":
+            crop[0] = first[2] - keep * (first[2] - first[0])
+        else:
+            crop[2] = last[0] + keep * (last[2] - last[0])
+    return crop
+
+
+def _plan(rng, style: Style, glyphs: list[Glyph], H: float):
+    """Camera, crop, output size and scene window; weakens the perspective until the window
+    the crop sees is finite and not much larger than the crop. Returns (T, crop size, out size,
+    region) where T maps scene pixels to work pixels (warped, crop origin at 0, 0)."""
+    yaw, pitch = float(np.clip(style.yaw, -0.5, 0.5)), float(np.clip(style.pitch, -0.3, 0.3))
+    for _ in range(6):
+        G = _camera(style, glyphs, H, yaw, pitch)
+        boxes = [geo.bounds(geo.apply(G, g.ink_points())) for g in glyphs]
+        crop = _crop(rng, style, glyphs, boxes)
+        x0, y0 = np.floor(crop[:2])
+        work = (int(np.ceil(crop[2] - x0)), int(np.ceil(crop[3] - y0)))
+        T = geo.translation(-x0, -y0) @ G
+        corners = np.array([[0, 0], [work[0], 0], [0, work[1]], [work[0], work[1]]], np.float64)
+        inv = np.linalg.inv(T)
+        denom = np.c_[corners, np.ones(4)] @ inv[2]
+        if np.all(denom > 0):
+            src = geo.bounds(geo.apply(inv, corners))
+            size = src[2:] - src[:2]
+            if size[0] <= MAX_REGION_FACTOR * work[0] + H and size[1] <= MAX_REGION_FACTOR * work[1] + H:
+                region = (int(np.floor(src[0])) - 2, int(np.floor(src[1])) - 2,
+                          int(np.ceil(size[0])) + 5, int(np.ceil(size[1])) + 5)
+                return T, work, region, boxes
+        yaw, pitch = yaw / 2, pitch / 2
+    raise RuntimeError("could not find a valid camera for this sample")  # unreachable: yaw=pitch~0 works
+
+
+def _out_size(style: Style, glyphs: list[Glyph], boxes, work: tuple[int, int]) -> tuple[int, int]:
+    """Output (width, height): the work canvas scaled so digits get ``style.height_px`` tall."""
+    heights = [b[3] - b[1] for g, b in zip(glyphs, boxes) if g.digit is not None]
+    f = style.height_px / float(np.median(heights))
+    return max(8, int(round(work[0] * f))), max(8, int(round(work[1] * f)))
+
+
+def _annotations(glyphs: list[Glyph], T: np.ndarray, sx: float, sy: float, size) -> list[tuple[Glyph, dict]]:
+    """(glyph, annotation) of each labelled glyph with enough ink in view; tight boxes in
+    output pixels, clipped to the visible part."""
+    w, h = size
+    out = []
+    for g in glyphs:
+        if g.digit is None:
+            continue
+        q = geo.apply(T, g.ink_points()) * [sx, sy]
+        inside = (q[:, 0] >= 0) & (q[:, 0] <= w) & (q[:, 1] >= 0) & (q[:, 1] <= h)
+        if inside.mean() < MIN_VISIBLE:
+            continue
+        # points are pixel centres: half a scene pixel (sx, sy output px) more on each side
+        box = geo.bounds(q[inside]) + np.array([-sx, -sy, sx, sy]) * 0.5
+        box = np.clip(box, 0, [w, h, w, h])
+        out.append((g, {"digit": int(g.digit), "bbox": [round(float(v), 2) for v in box]}))
+    return out
+
+
+def _debug_mask(g: Glyph, T, region, work, size) -> np.ndarray:
+    """The glyph warped and shrunk alone, like the picture: float32 (h, w) coverage 0..1."""
+    coeffs = geo.pillow_coeffs(T @ geo.translation(region[0], region[1]))
+    layer = Image.new("L", region[2:], 0)
+    layer.paste(Image.fromarray(g.mask), (int(g.x - region[0]), int(g.y - region[1])))
+    warped = layer.transform(work, Image.PERSPECTIVE, coeffs, Image.BILINEAR)
+    return np.asarray(warped.resize(size, Image.BILINEAR, reducing_gap=2.0), np.float32) / 255
+
+
+def render_sample(rng: np.random.Generator, debug: bool = False) -> tuple[Image.Image, list[dict]]:
+    """One synthetic house-number photo and its digits.
+
+    Returns (RGB image, annotations): each annotation is ``{"digit": int 0..9, "bbox":
+    [x1, y1, x2, y2]}`` (floats, pixels of the returned image, tight around the digit's
+    visible ink), sorted left to right. With ``debug=True`` each annotation also has
+    ``"mask"``: float32 (height, width) ink coverage of that digit alone, for tests.
+    """
+    style = sample_style(rng)
+    glyphs, H = layout_number(rng, style)
+    T, work, region, boxes = _plan(rng, style, glyphs, H)
+    size = _out_size(style, glyphs, boxes, work)
+    sx, sy = size[0] / work[0], size[1] / work[1]
+    # surfaces are drawn at about 60% of the output resolution: after blur and noise the
+    # difference does not show, and they are the costliest layer
+    scene = draw_scene(rng, style, glyphs, H, region, unit_scale=float(np.clip(0.6 * min(sx, sy), 0.25, 1.0)))
+    coeffs = geo.pillow_coeffs(T @ geo.translation(region[0], region[1]))
+    warped = scene.transform(work, Image.PERSPECTIVE, coeffs, Image.BILINEAR)
+    image = shoot(rng, warped, size, style.photo_params)
+    pairs = _annotations(glyphs, T, sx, sy, size)
+    if debug:
+        for g, ann in pairs:
+            ann["mask"] = _debug_mask(g, T, region, work, size)
+    anns = [ann for _, ann in pairs]
+    anns.sort(key=lambda a: (a["bbox"][0] + a["bbox"][2]) / 2)
+    return image, anns
+
+
+def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of image ``index`` of ``split``: depends on nothing else, so any worker
+    renders the same picture."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)]))
+
+
+def _render_file(job: tuple[str, str, int, int]) -> tuple[int, int, int, list[dict]]:
+    """Worker: render image ``index`` of ``split`` and write ``out/split/index.png``.
+    Returns (index, width, height, annotations)."""
+    out_dir, split, index, seed = job
+    image, anns = render_sample(sample_rng(seed, split, index))
+    image.save(os.path.join(out_dir, split, f"{index}.png"), format="PNG", compress_level=1)
+    return index, image.width, image.height, anns
+
+
+def coco_dict(records: list[tuple[int, int, int, list[dict]]], split: str, seed: int) -> dict:
+    """COCO dict of rendered records (index, width, height, annotations); image id = index,
+    file ``<index>.png``, annotation ids 1.. in image order, bbox [x, y, w, h]."""
+    images, annotations = [], []
+    for index, width, height, anns in records:
+        images.append({"id": index, "file_name": f"{index}.png", "width": width, "height": height})
+        for ann in anns:
+            x, y, w, h = (round(float(v), 2) for v in xyxy_to_xywh(ann["bbox"])[0])
+            annotations.append({"id": len(annotations) + 1, "image_id": index,
+                                "category_id": digit_to_category(ann["digit"]), "bbox": [x, y, w, h],
+                                "area": round(w * h, 2), "iscrowd": 0})
+    info = {"description": "digitdet synthetic house numbers", "split": split, "seed": seed}
+    return {"info": info, "images": images, "annotations": annotations, "categories": coco_categories()}
+
+
+def _write_json_atomic(obj: dict, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def _remove_stale(folder: str, n: int) -> None:
+    """Delete ``<id>.png`` files with id > n left by an earlier, larger run in this folder."""
+    for name in os.listdir(folder):
+        stem, ext = os.path.splitext(name)
+        if ext == ".png" and stem.isdigit() and int(stem) > n:
+            os.remove(os.path.join(folder, name))
+
+
+def render_dataset(out_dir, n_train: int, n_valid: int, n_test: int, seed: int = 0, workers: int = 1,
+                   progress: bool = True) -> dict:
+    """Render the three splits into ``out_dir``; returns a summary dict.
+
+    Writes ``{train,valid,test}/<id>.png`` (ids 1..n per split; a test image's id is
+    ``int(stem)``) and COCO files ``train.json``, ``valid.json``, ``test_gt.json`` (categories
+    from ``labels.coco_categories()``), each JSON written atomically. Files are byte-identical
+    for a given seed whatever ``workers`` is (same installed fonts assumed). PNGs ``<id>.png``
+    beyond the new count left by an earlier run are deleted. Raises ValueError on negative
+    counts or ``workers < 1``.
+    """
+    counts = {"train": int(n_train), "valid": int(n_valid), "test": int(n_test)}
+    if min(counts.values()) < 0 or workers < 1:
+        raise ValueError(f"counts must be >= 0 and workers >= 1, got {counts}, workers={workers}")
+    out_dir = os.fspath(out_dir)
+    start = time.perf_counter()
+    summary = {"out": out_dir, "seed": seed, "workers": workers, "fonts": len(available_fonts()), **counts}
+    pool = get_context("fork" if os.name == "posix" else "spawn").Pool(workers) if workers > 1 else None
+    try:
+        n_boxes = 0
+        for split in SPLITS:
+            os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+            _remove_stale(os.path.join(out_dir, split), counts[split])
+            jobs = [(out_dir, split, i, seed) for i in range(1, counts[split] + 1)]
+            results = pool.imap(_render_file, jobs, chunksize=16) if pool else map(_render_file, jobs)
+            if progress:
+                from tqdm import tqdm
+                results = tqdm(results, total=len(jobs), desc=f"synth {split}", unit="img")
+            records = list(results)
+            n_boxes += sum(len(r[3]) for r in records)
+            _write_json_atomic(coco_dict(records, split, seed), os.path.join(out_dir, COCO_FILE[split]))
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    seconds = time.perf_counter() - start
+    total = sum(counts.values())
+    summary.update(digits=n_boxes, seconds=round(seconds, 2), images_per_s=round(total / max(seconds, 1e-9), 1))
+    return summary

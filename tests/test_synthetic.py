@@ -1,0 +1,173 @@
+"""The synthetic house-number renderer: contracts, tight boxes, determinism, COCO files, realism."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitdet.data.calibration import box_statistics, count_distribution, load_coco_boxes, load_svhn_boxes
+from digitdet.data.synth_fonts import available_fonts
+from digitdet.data.synthetic import render_dataset, render_sample, sample_rng
+from digitdet.labels import coco_categories
+
+REAL_BOXES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "svhn_test_boxes.json"
+
+
+@pytest.fixture(scope="module")
+def samples():
+    rng = np.random.default_rng(123)
+    return [render_sample(rng, debug=True) for _ in range(40)]
+
+
+def test_enough_typefaces_without_system_fonts():
+    # matplotlib alone ships 13 faces; the PyPI font packages add more
+    assert len(available_fonts()) >= 12
+
+
+def test_sample_contract(samples):
+    for image, anns in samples:
+        assert image.mode == "RGB" and min(image.size) >= 8
+        assert 1 <= len(anns) <= 5
+        w, h = image.size
+        for a in anns:
+            assert a["digit"] in range(10)
+            x1, y1, x2, y2 = a["bbox"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h, (a["bbox"], image.size)
+        centres = [(a["bbox"][0] + a["bbox"][2]) / 2 for a in anns]
+        assert centres == sorted(centres), "digits must be listed left to right"
+
+
+def test_boxes_are_tight_around_the_warped_glyph(samples):
+    # debug masks = each digit's ink warped and shrunk alone, exactly like the picture;
+    # the box must hug the pixels at least half covered, on all four sides
+    # (a serif's hairline can be half-covered before shrinking and less after: allow a little)
+    errors, heights = [], []
+    for _, anns in samples:
+        for a in anns:
+            ys, xs = np.nonzero(a["mask"] >= 0.5)
+            assert len(xs), "a labelled digit must have visible ink"
+            mask_box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
+            errors.append(np.abs(np.array(a["bbox"]) - mask_box))
+            heights.append(a["bbox"][3] - a["bbox"][1])
+    errors = np.array(errors)
+    assert np.median(errors) <= 0.6
+    assert np.percentile(errors, 99) <= 1.5
+    assert (errors.max(axis=1) <= np.maximum(3.0, 0.15 * np.array(heights))).all(), errors.max(axis=0)
+
+
+def test_same_rng_same_sample():
+    a_img, a_anns = render_sample(sample_rng(7, "train", 3))
+    b_img, b_anns = render_sample(sample_rng(7, "train", 3))
+    assert a_img.tobytes() == b_img.tobytes() and a_anns == b_anns
+    c_img, _ = render_sample(sample_rng(7, "valid", 3))
+    assert c_img.tobytes() != a_img.tobytes()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    summary = render_dataset(out / "w1", 8, 3, 4, seed=5, workers=1, progress=False)
+    render_dataset(out / "w2", 8, 3, 4, seed=5, workers=2, progress=False)
+    return out, summary
+
+
+def test_dataset_is_byte_identical_across_worker_counts(dataset):
+    out, summary = dataset
+    one, two = _files(out / "w1"), _files(out / "w2")
+    assert len(one) == 8 + 3 + 4 + 3
+    assert one.keys() == two.keys()
+    assert all(one[k] == two[k] for k in one), [k for k in one if one[k] != two[k]]
+    assert (summary["train"], summary["valid"], summary["test"]) == (8, 3, 4)
+
+
+@pytest.mark.parametrize("split,json_name,n", [("train", "train.json", 8), ("valid", "valid.json", 3),
+                                               ("test", "test_gt.json", 4)])
+def test_coco_files_are_well_formed(dataset, split, json_name, n):
+    from PIL import Image
+
+    root = dataset[0] / "w1"
+    coco = json.loads((root / json_name).read_text())
+    assert coco["categories"] == coco_categories()
+    assert [im["id"] for im in coco["images"]] == list(range(1, n + 1))
+    images = {im["id"]: im for im in coco["images"]}
+    for im in coco["images"]:
+        assert int(Path(im["file_name"]).stem) == im["id"]
+        assert Image.open(root / split / im["file_name"]).size == (im["width"], im["height"])
+    ids = [a["id"] for a in coco["annotations"]]
+    assert ids == list(range(1, len(ids) + 1))
+    for a in coco["annotations"]:
+        im = images[a["image_id"]]
+        x, y, w, h = a["bbox"]
+        assert 1 <= a["category_id"] <= 10 and a["iscrowd"] == 0
+        assert w > 0 and h > 0 and x >= 0 and y >= 0
+        assert x + w <= im["width"] + 0.01 and y + h <= im["height"] + 0.01
+        assert a["area"] == pytest.approx(w * h, abs=0.05)
+    assert {a["image_id"] for a in coco["annotations"]} == set(images), "every image has digits"
+
+
+def test_render_dataset_rejects_bad_counts(tmp_path):
+    with pytest.raises(ValueError, match="counts"):
+        render_dataset(tmp_path, -1, 0, 0)
+
+
+def test_calibration_reads_both_formats(tmp_path, dataset):
+    real = [{"filename": "1.png", "boxes": [
+        {"left": 10, "top": 5, "width": 8, "height": 20, "label": 10},
+        {"left": 0, "top": 5, "width": 10, "height": 20, "label": 1}]}]
+    (tmp_path / "real.json").write_text(json.dumps(real))
+    images = load_svhn_boxes(tmp_path / "real.json")
+    assert images == [[(1, [0, 5, 10, 25]), (0, [10, 5, 18, 25])]]  # sorted left to right, 10 -> 0
+    stats = box_statistics(images)
+    assert stats["gap"].tolist() == [0.0] and stats["hw"].tolist() == [20 / 10, 20 / 8]
+    coco_images = load_coco_boxes(dataset[0] / "w1" / "train.json")
+    assert len(coco_images) == 8 and count_distribution(box_statistics(coco_images)).sum() == pytest.approx(1)
+
+
+@pytest.mark.skipif(not REAL_BOXES.is_file(), reason="real SVHN boxes (../shared/data) not present")
+def test_statistics_are_close_to_real_svhn():
+    real = box_statistics(load_svhn_boxes(REAL_BOXES))
+    rng = np.random.default_rng(2024)
+    synth = box_statistics([[(a["digit"], a["bbox"]) for a in render_sample(rng)[1]] for _ in range(300)])
+    # digits per image: 1 / 2 / 3 digits, real 19% / 64% / 16%
+    assert np.abs(count_distribution(synth)[:3] - count_distribution(real)[:3]).max() < 0.08
+    for name, tol in (("height", 0.15), ("hw", 0.1), ("hw_not1", 0.1)):  # relative tolerance on medians
+        r, s = np.median(real[name]), np.median(synth[name])
+        assert abs(s - r) <= tol * r, (name, r, s)
+    for name, tol in (("gap", 0.06), ("dy", 0.05), ("left", 0.5), ("top", 0.2)):  # absolute, in heights
+        r, s = np.median(real[name]), np.median(synth[name])
+        assert abs(s - r) <= tol, (name, r, s)
+    # spread of heights and slant: 10th-90th percentile ranges within 30%
+    for name in ("height", "slant"):
+        r = np.subtract(*np.percentile(real[name], [90, 10]))
+        s = np.subtract(*np.percentile(synth[name], [90, 10]))
+        assert abs(s - r) <= 0.3 * abs(r), (name, r, s)
+
+
+def test_digit_cut_by_the_edge_gets_its_visible_box_or_is_dropped(monkeypatch):
+    import digitdet.data.synthetic as synthetic
+
+    real_sample_style = synthetic.sample_style
+
+    def cut_right(rng):
+        style = real_sample_style(rng)
+        style.digits = [4, 7, 1]  # SVHN numbers are mostly 2 digits; force 3 to cut the last
+        style.gaps, style.jitter = [0.05, 0.05], [0.0, 0.0, 0.0]
+        style.distractors.update(cut="right", fragment="", letter="")
+        return style
+
+    monkeypatch.setattr(synthetic, "sample_style", cut_right)
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        image, anns = synthetic.render_sample(rng, debug=True)
+        assert [a["digit"] for a in anns][:2] == [4, 7]
+        if len(anns) == 3:  # kept: its box ends at the picture's edge and hugs what is visible
+            last = anns[2]
+            assert last["bbox"][2] == pytest.approx(image.width, abs=1.0)
+            ys, xs = np.nonzero(last["mask"] >= 0.5)
+            assert abs(last["bbox"][0] - xs.min()) <= 1.5
