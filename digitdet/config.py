@@ -77,6 +77,13 @@ class Config:
     lr_gamma: float = 0.1
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N)
     clip_grad: float = 10.0  # max gradient norm; 0 disables
+    # ---- distributed (torchrun) ----------------------------------------------------------
+    # Effective batch = batch_size x world_size x grad_accum (batch_size is per process).
+    # lr_scale: none (the default: lr is used as written, so config.yaml shows the lr that ran;
+    # scale it yourself, as torchvision's references and detectron2 do) | linear (lr x
+    # world_size, Goyal et al. 2017: keeps lr per image when processes are added).
+    lr_scale: str = "none"
+    sync_bn: bool = False  # SyncBatchNorm across GPUs (norm=bn, few images per GPU); CUDA only
     amp: bool = True  # mixed precision; used on CUDA only, CPU always trains in fp32
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower)

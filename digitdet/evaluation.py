@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from digitdet.decode import decode_number, detections_to_coco
+from digitdet.distributed import gather_predictions, on_main
 from digitdet.engine import empty_detections, predict_batches
 from digitdet.metrics import coco_map, gt_numbers, number_errors, sequence_accuracy
 
@@ -34,8 +35,13 @@ def score_detections(dets: dict, gt: dict, cfg, decode_score_thresh: float | Non
 
 
 def evaluate(model, loader, device, gt: dict, cfg, progress: bool = True) -> tuple[dict, dict]:
-    """Run the model on an annotated split and score it; returns (metrics, detections)."""
-    out = predict_batches(model, loader, device, progress=progress, desc="evaluate")
-    metrics = score_detections(out["detections"], gt, cfg)
+    """Run the model on an annotated split and score it; returns (metrics, detections).
+
+    Under torchrun each rank passes its share of the batches (distributed.shard_batches) and a
+    plain, not DDP-wrapped, model; every rank gets back the detections of the whole split and
+    the metrics rank 0 computed from them, so all ranks take the same best/early-stop decisions.
+    """
+    out = gather_predictions(predict_batches(model, loader, device, progress=progress, desc="evaluate"))
+    metrics = on_main(score_detections, out["detections"], gt, cfg)
     metrics["images_per_s"] = out["images_per_s"]
     return metrics, out["detections"]

@@ -17,6 +17,7 @@ from digitdet.data.images import image_size
 from digitdet.data.loaders import inference_loader
 from digitdet.data.transforms import build_transforms
 from digitdet.decode import NO_NUMBER
+from digitdet.distributed import load_model_state, shard_batches
 from digitdet.engine import predict_batches
 from digitdet.evaluation import decode_all, detections_to_results
 from digitdet.io import load_checkpoint, write_pred_csv, write_pred_json
@@ -51,12 +52,17 @@ def load_detector(weights: str | Path | None, device: torch.device, overrides: l
     cfg.decode_iou_thresh = float(decoder.get("iou_thresh", cfg.decode_iou_thresh))
     cfg = cfg.override(overrides or [])
     model = build_model(cfg)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"])  # also takes weights saved with DDP's "module." prefix
     return model.to(device).eval(), cfg, decoder
 
 
 def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
-    """(ImageFolderDataset, loader batching images of similar shape)."""
+    """(ImageFolderDataset, loader batching images of similar shape).
+
+    Under torchrun (an initialised process group) the loader holds only this rank's share of
+    the batches (distributed.shard_batches) while the dataset lists every image; merge the
+    ranks' predictions with distributed.gather_predictions. Single process: every batch.
+    """
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
     ratios = []
     for _, p in ds.items:
@@ -65,12 +71,15 @@ def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
             ratios.append(w / h)
         except ValueError:
             ratios.append(1.0)  # unreadable: reported by name when its batch runs
-    return ds, inference_loader(ds, ratios, batch_size, workers)
+    return ds, shard_batches(inference_loader(ds, ratios, batch_size, workers))
 
 
 def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,
                    progress: bool = True) -> dict:
-    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s"}``."""
+    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s"}``.
+
+    Under torchrun, detections and errors are this rank's share only (see :func:`folder_loader`).
+    """
     ds, loader = folder_loader(images_dir, cfg, batch_size, workers)
     out = predict_batches(model, loader, device, progress=progress)
     for image_id, msg in sorted(out["errors"].items()):

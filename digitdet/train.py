@@ -4,10 +4,17 @@ Run folder (``out_dir``): ``config.yaml`` (resolved config), ``last.pt`` (everyt
 resume, written every ``cfg.save_every_steps`` optimizer steps and at each epoch end),
 ``best.pt`` (weights + config + decoder settings of the best validation score),
 ``metrics.csv`` (one row per epoch), ``tb/`` (TensorBoard). All writes are atomic.
+
+Under ``torchrun`` (see :mod:`digitdet.distributed`) the same function trains with
+DistributedDataParallel: each process takes every world-th sample of the epoch's permutation
+(``batch_size`` is per process; effective batch = batch_size x world_size x grad_accum; lr
+per ``cfg.lr_scale``), validation is sharded and scored once on rank 0, and rank 0 alone
+writes the run folder and makes the resume / best / early-stop decisions for every rank.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import random
 import time
@@ -20,11 +27,14 @@ from digitdet.config import Config
 from digitdet.data.coco import DigitDataset, load_coco_digits, split_paths
 from digitdet.data.loaders import EpochSampler, inference_loader, train_loader
 from digitdet.data.transforms import build_transforms
+from digitdet.distributed import (broadcast_buffers, broadcast_object, is_main, load_model_state, main_only, on_main,
+                                  rank, shard_batches, unwrap, world_size, wrap_model)
 from digitdet.engine import train_one_epoch
 from digitdet.evaluation import evaluate
 from digitdet.io import load_checkpoint, save_checkpoint, write_json
 from digitdet.models.faster_rcnn import build_model
 from digitdet.optim import build_optimizer, build_scheduler
+from digitdet.report import write_run_pictures
 
 log = logging.getLogger("digitdet")
 
@@ -57,12 +67,13 @@ def model_state(model) -> dict:
 
 
 class Checkpointer:
-    """Writes last.pt / best.pt and the metrics log of one run folder."""
+    """Writes last.pt / best.pt and the metrics log of one run folder (rank 0 only; a no-op elsewhere)."""
 
     def __init__(self, out_dir: Path, cfg: Config):
         self.out, self.cfg = out_dir, cfg
         self.csv_path = out_dir / "metrics.csv"
 
+    @main_only
     def save_last(self, model, optimizer, scheduler, scaler, progress: dict) -> None:
         save_checkpoint(self.out / "last.pt", {
             "model": model_state(model), "config": self.cfg.to_dict(),
@@ -72,12 +83,14 @@ class Checkpointer:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "progress": progress})
 
+    @main_only
     def save_best(self, model, metrics: dict, epoch: int) -> None:
         save_checkpoint(self.out / "best.pt", {
             "model": model_state(model), "config": self.cfg.to_dict(), "epoch": epoch,
             "metrics": _plain(metrics),
             "decoder": {"score_thresh": self.cfg.decode_score_thresh, "iou_thresh": self.cfg.decode_iou_thresh}})
 
+    @main_only
     def log_epoch(self, row: dict) -> None:
         new = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as f:
@@ -94,7 +107,7 @@ def _plain(metrics: dict) -> dict:
 
 
 def _restore(state: dict, model, optimizer, scheduler, scaler) -> dict:
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
@@ -103,6 +116,36 @@ def _restore(state: dict, model, optimizer, scheduler, scaler) -> dict:
     if torch.cuda.is_available() and state["rng"].get("cuda"):
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return dict(state["progress"])
+
+
+def _scaled_lr(cfg: Config) -> float:
+    """The lr this run uses: ``cfg.lr``, times the world size when ``cfg.lr_scale`` is linear."""
+    if cfg.lr_scale not in ("none", "linear"):
+        raise ValueError(f"lr_scale={cfg.lr_scale!r}: choose none or linear")
+    return cfg.lr * (world_size() if cfg.lr_scale == "linear" else 1)
+
+
+def _adapt_to_world(prog: dict, cfg: Config, optimizer, scheduler, steps_per_epoch: int) -> None:
+    """Continue a run saved with another number of processes (e.g. 1 GPU, resumed on 4).
+
+    Rank r reads every world-th sample of one permutation, so the samples an epoch has used are
+    its first step_in_epoch x batch_size x world, whatever the world: keep that position
+    (rounded down to a whole batch of every rank, so up to world - 1 samples are seen twice)
+    and put the lr schedule, whose length in steps depends on the world, at the same step of
+    the epoch, with this world's base lr. Same world: nothing to do (exact resume).
+    """
+    old, new = prog.get("world_size", 1), world_size()
+    if old == new:
+        return
+    seen = prog["step_in_epoch"] * cfg.batch_size * old
+    prog.update(step_in_epoch=seen // (cfg.batch_size * new), world_size=new)
+    step, base = prog["epoch"] * steps_per_epoch + prog["step_in_epoch"] // cfg.grad_accum, _scaled_lr(cfg)
+    scheduler.base_lrs, scheduler.last_epoch = [base] * len(optimizer.param_groups), step
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"], group["lr"] = base, base * factor(step)
+    if is_main():
+        log.warning("resuming a %d-process run with %d processes: epoch %d continues at batch %d, lr step %d",
+                    old, new, prog["epoch"], prog["step_in_epoch"], step)
 
 
 def _start(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
@@ -131,11 +174,15 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     from torch.utils.tensorboard import SummaryWriter
 
     # 1. Config, output folder, seeds.
-    out_dir = Path(out_dir)
+    out_dir, progress = Path(out_dir), progress and is_main()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg, state = _start(cfg, out_dir, resume)
-    (out_dir / "config.yaml").write_text(cfg.dumps())
+    cfg, state = on_main(_start, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
+    if is_main():
+        (out_dir / "config.yaml").write_text(cfg.dumps())
     log.info("resolved config:\n%s", cfg.dumps())
+    log.info("effective batch %d (batch_size %d x world_size %d x grad_accum %d), lr %g (lr_scale=%s)",
+             cfg.batch_size * world_size() * cfg.grad_accum, cfg.batch_size, world_size(), cfg.grad_accum,
+             _scaled_lr(cfg), cfg.lr_scale)
     seed_everything(cfg.seed, cfg.deterministic)
     dev = torch.device(device)
 
@@ -143,21 +190,25 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
     valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images)
     valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), cfg.eval_batch_size, cfg.workers)
-    sampler = EpochSampler(len(train_ds), cfg.seed)
-    batches_per_epoch = max(len(train_ds) // cfg.batch_size, 1)
+    eval_loader = shard_batches(valid_loader)  # each rank validates a share; evaluate() gathers
+    sampler = EpochSampler(len(train_ds), cfg.seed, num_replicas=world_size(), rank=rank())
+    batches_per_epoch = max(-(-len(train_ds) // world_size()) // cfg.batch_size, 1)
     steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum)
 
     # 3. Model, optimisation, and the state of a resumed run.
     model = build_model(cfg).to(dev)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, dataclasses.replace(cfg, lr=_scaled_lr(cfg)))
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and dev.type == "cuda" else None
     prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1,
-            "evals_since_best": 0, "elapsed_s": 0.0, "history": []}
+            "evals_since_best": 0, "elapsed_s": 0.0, "history": [], "world_size": world_size()}
     if state is not None:
         prog = _restore(state, model, optimizer, scheduler, scaler)
+        _adapt_to_world(prog, cfg, optimizer, scheduler, steps_per_epoch)
         log.info("resuming %s at epoch %d, batch %d", out_dir, prog["epoch"], prog["step_in_epoch"])
-    ckpt, writer = Checkpointer(out_dir, cfg), SummaryWriter(str(out_dir / "tb"))
+    model = wrap_model(model, dev, cfg.sync_bn)  # DDP under torchrun (after restoring: plain keys)
+    ckpt = Checkpointer(out_dir, cfg)
+    writer = SummaryWriter(str(out_dir / "tb")) if is_main() else None
     t_start, steps_this_call = time.perf_counter() - prog["elapsed_s"], [0]
 
     # 4. Epochs.
@@ -174,7 +225,7 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
             steps_this_call[0] += 1
             if stop_after_steps and steps_this_call[0] >= stop_after_steps:
                 stop_reason = "stop_after_steps"
-            elif cfg.time_budget_min and prog["elapsed_s"] > cfg.time_budget_min * 60:
+            elif cfg.time_budget_min and broadcast_object(prog["elapsed_s"] > cfg.time_budget_min * 60):
                 stop_reason = "time_budget"
             if stop_reason or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
                 ckpt.save_last(model, optimizer, scheduler, scaler, prog)
@@ -184,7 +235,8 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
                                 start_step=prog["step_in_epoch"], on_step=on_step, progress=progress)
         if stop_reason == "stop_after_steps":
             return {"stopped": stop_reason, **_result(prog)}
-        row = _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, ckpt, writer,
+        broadcast_buffers(model)  # rank 0's BatchNorm statistics: the model evaluated is the one saved
+        row = _end_of_epoch(model, eval_loader, dev, valid_gt, cfg, epoch, stats, prog, ckpt, writer,
                             final=bool(stop_reason) or epoch == cfg.epochs - 1, progress=progress)
         prog.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.perf_counter() - t_start)
         prog["history"].append(row)
@@ -195,8 +247,21 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
             log.info("early stop: %s did not improve in %d evaluations", cfg.best_metric, cfg.early_stop_patience)
             stop_reason = "early_stop"
             break
-    writer.close()
+    if is_main():
+        writer.close()
+        _write_pictures(out_dir, unwrap(model), valid_loader, dev, valid_gt, split_paths(data_root, "valid")[0],
+                        cfg, progress)
     return {"stopped": stop_reason, **_result(prog)}
+
+
+def _write_pictures(out_dir, model, valid_loader, dev, valid_gt, images_dir, cfg, progress: bool) -> None:
+    """Training curves + best.pt's validation pictures (PR, confusions, worst numbers) in the run folder."""
+    try:
+        paths = write_run_pictures(out_dir, model, valid_loader, dev, valid_gt, images_dir, cfg, progress)
+        log.info("pictures: %s", ", ".join(p.name for p in paths))
+    except Exception as e:  # noqa: BLE001 - the run is finished and saved; a picture must not fail it
+        log.warning("could not write the run's pictures (%s: %s); checkpoints and metrics.csv are complete",
+                    type(e).__name__, e)
 
 
 def _result(prog: dict) -> dict:
@@ -211,7 +276,7 @@ def _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, c
            "map": "", "ap50": "", "ap75": "", "accuracy": ""}
     due = final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
     if due:
-        metrics, _ = evaluate(model, valid_loader, dev, valid_gt, cfg, progress=progress)
+        metrics, _ = evaluate(unwrap(model), valid_loader, dev, valid_gt, cfg, progress=progress)
         row.update({k: round(float(metrics[k]), 5) for k in ("map", "ap50", "ap75", "accuracy")})
         value = metrics[cfg.best_metric]
         if value > prog["best_value"]:
@@ -227,8 +292,9 @@ def _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, c
     if final and not (ckpt.out / "best.pt").exists():
         ckpt.save_best(model, {}, epoch + 1)
     ckpt.log_epoch(row)
-    for k, v in row.items():
-        if k != "epoch" and v != "":
-            writer.add_scalar(k, v, epoch + 1)
-    writer.flush()
+    if writer is not None:  # rank 0 only
+        for k, v in row.items():
+            if k != "epoch" and v != "":
+                writer.add_scalar(k, v, epoch + 1)
+        writer.flush()
     return row

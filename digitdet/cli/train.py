@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from digitdet import distributed
 from digitdet.cli.common import add_device, setup
 from digitdet.config import load_config
 from digitdet.inference import resolve_device
@@ -30,7 +31,8 @@ def run(args) -> int:
         if value is not None:
             extra.append(f"{key}={value}")
     cfg = load_config(args.config, extra)
-    result = fit(cfg, args.data, args.out, device=str(resolve_device(args.device)), resume=args.resume,
-                 progress=not args.quiet)
-    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    device = distributed.init(resolve_device(args.device))  # torchrun: DDP, one process per GPU (or CPU share)
+    result = fit(cfg, args.data, args.out, device=str(device), resume=args.resume, progress=not args.quiet)
+    if distributed.is_main():
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 0
