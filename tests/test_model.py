@@ -63,3 +63,17 @@ def test_local_pretrained_file(tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_model(Config(**TINY, pretrained=str(tmp_path / "nope.pth")))
+
+
+def test_roi_pool_strides_do_not_depend_on_the_first_batch():
+    torch.manual_seed(0)
+    model = build_model(Config(**TINY, box_score_thresh=0.0)).eval()
+    probe = torch.rand(3, 40, 90)
+    with torch.inference_mode():
+        model([torch.rand(3, 30, 250)])  # short, wide first batch: torchvision would infer wrong strides
+        after_wide = model([probe])[0]["scores"]
+        fresh = build_model(Config(**TINY, box_score_thresh=0.0))
+        fresh.load_state_dict(model.state_dict())
+        first = fresh.eval()([probe])[0]["scores"]
+    assert model.roi_heads.box_roi_pool.scales == [1 / 8, 1 / 16, 1 / 32]
+    assert torch.allclose(after_wide, first)

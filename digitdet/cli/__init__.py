@@ -16,6 +16,8 @@ from digitdet.cli import browse as _browse
 from digitdet.cli import export as _export
 from digitdet.cli import ensemble as _ensemble
 from digitdet.cli import synth as _synth
+from digitdet.cli import visualize as _visualize
+from digitdet.cli import pretrain as _pretrain
 
 COMMANDS = {
     "train": _train,
@@ -27,6 +29,8 @@ COMMANDS = {
     "export": _export,
     "ensemble": _ensemble,
     "synth": _synth,
+    "visualize": _visualize,
+    "pretrain": _pretrain,
 }
 
 
@@ -38,7 +42,8 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsA
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="digitdet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="digitdet", description="Find every digit in a photo (class + box) and read the whole number.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub, name)

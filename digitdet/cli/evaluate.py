@@ -12,8 +12,10 @@ from digitdet.decode import group_by_image, tune_decoder
 from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
 from digitdet.inference import folder_loader, load_detector, resolve_device
-from digitdet.io import load_checkpoint, read_pred_json, save_checkpoint
-from digitdet.metrics import gt_numbers, summarize
+from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
+from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
+from digitdet.report import write_evaluation_pictures
+from digitdet.tta import predict_batches_tta
 
 log = logging.getLogger("digitdet")
 
@@ -29,6 +31,10 @@ def add_parser(sub, name):
                    help="pick the number-reading score threshold that maximises accuracy on this split "
                         "and store it in the weights file (predict then uses it)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--csv", help="score the numbers of this pred.csv (e.g. an ensemble's) instead of decoding boxes")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (see `predict --tta`)")
+    p.add_argument("--plots", help="write PR curves, confusion matrix and worst numbers here "
+                                   "(default with --weights: WEIGHTS_FOLDER/eval_SPLIT; off otherwise)")
     add_device(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="inference settings, e.g. decode_score_thresh=0.6")
     return p
@@ -54,6 +60,14 @@ def run(args) -> int:
             metrics = _tune(args, dets, gt, cfg, metrics)
         else:
             metrics = {**metrics, **score_detections(dets, gt, cfg)}
+    if args.csv:  # Task 2 from the file itself: an ensemble's vote has no boxes to decode
+        numbers, truth = read_pred_csv(args.csv), gt_numbers(gt)
+        metrics.update(accuracy=sequence_accuracy(numbers, truth), errors=number_errors(numbers, truth),
+                       numbers_source=str(args.csv))
+        metrics.pop("decode_score_thresh", None)
+    plots = args.plots or (Path(args.weights).parent / f"eval_{args.split}" if args.weights else None)
+    if plots:
+        log.info("pictures: %s", ", ".join(map(str, write_evaluation_pictures(plots, dets, gt, images_dir, cfg))))
     metrics.update(split=args.split, images=len(gt["images"]))
     print(summarize(metrics))
     print(json.dumps(metrics, default=float))
@@ -64,7 +78,10 @@ def _run_model(args, images_dir):
     device = resolve_device(args.device)
     model, cfg, _ = load_detector(args.weights, device, args.overrides)
     _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
-    out = predict_batches(model, loader, device, progress=not args.quiet, desc="evaluate")
+    if args.tta and args.tune_decoder:
+        raise ValueError("--tune-decoder with --tta would store a TTA-tuned threshold that plain predict then uses")
+    predict = predict_batches_tta if args.tta else predict_batches
+    out = predict(model, loader, device, progress=not args.quiet, desc="evaluate")
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}
     return metrics, out["detections"], cfg
 

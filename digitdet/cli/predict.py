@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
+import torch
+
+from digitdet import distributed
 from digitdet.cli.common import add_device, setup
 from digitdet.inference import load_detector, predict_folder, resolve_device, write_submission
+from digitdet.tta import predict_folder_tta
 
 
 def add_parser(sub, name):
@@ -13,6 +17,10 @@ def add_parser(sub, name):
     p.add_argument("--images", required=True, help="folder of images named <image_id>.png")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto (default): onnxruntime for a .onnx --weights (from `digitdet export`), else torch")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: scales x0.8/1/1.25 + a half-stride shift, fused with WBF (4x slower)")
     add_device(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="inference settings, e.g. pred_score_thresh=0.05 decode_score_thresh=0.6")
@@ -21,10 +29,22 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     setup(args)
-    device = resolve_device(args.device)
-    model, cfg, _ = load_detector(args.weights, device, args.overrides)
+    device = distributed.init(resolve_device(args.device))  # torchrun: each process predicts a share
+    if args.backend == "onnxruntime" or (args.backend == "auto" and str(args.weights).endswith(".onnx")):
+        if args.tta:
+            raise ValueError("--tta needs the torch backend (it rescales the model's input); drop --tta or use a .pt")
+        from digitdet.onnx_backend import load_onnx_detector  # optional dependency: the onnx extra
+        model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
+        device = torch.device("cpu")
+    else:
+        model, cfg, _ = load_detector(args.weights, device, args.overrides)
     workers = args.workers if args.workers is not None else cfg.workers
-    out = predict_folder(model, cfg, args.images, device, args.batch_size, workers, progress=not args.quiet)
+    predict = predict_folder_tta if args.tta else predict_folder
+    out = predict(model, cfg, args.images, device, args.batch_size, workers,
+                  progress=not args.quiet and distributed.is_main())
+    out = distributed.gather_predictions(out)  # every rank's share; unchanged in a single process
+    if not distributed.is_main():
+        return 0  # rank 0 writes the one pred.json and pred.csv
     json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg)
     print(json.dumps({"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
                       "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),

@@ -15,6 +15,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.poolers import initLevelMapper
 
 from digitdet import labels as L
 from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn, build_resnet_fpn,
@@ -48,6 +49,24 @@ def anchor_generator(cfg, n_maps: int) -> AnchorGenerator:
     return AnchorGenerator(tuple(sizes), (tuple(float(r) for r in cfg.aspect_ratios),) * n_maps)
 
 
+def fixed_scale_roi_pool(names: list[str], cfg) -> MultiScaleRoIAlign:
+    """RoIAlign over the FPN maps with their strides set from the config.
+
+    torchvision's pooler infers the strides on its first call from that batch's padded size and
+    keeps them; a first batch of short, wide photos (30x250 -> 38x320) makes it infer
+    [1/4, 1/8] instead of [1/8, 1/16] for the rest of the run. Stage k has stride 2**(k+1).
+    """
+    pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+    return _fix_strides(pool, [k + 1 for k in cfg.returned_layers])
+
+
+def _fix_strides(pool: MultiScaleRoIAlign, levels: list[int]) -> MultiScaleRoIAlign:
+    """Set the pooler's scales from the maps' log2 strides ``levels`` (see fixed_scale_roi_pool)."""
+    pool.scales = [2.0 ** -lv for lv in levels]
+    pool.map_levels = initLevelMapper(levels[0], levels[-1])
+    return pool
+
+
 def build_model(cfg) -> nn.Module:
     """Faster R-CNN for ``cfg.backbone`` with every setting of ``cfg``; see module docstring."""
     if cfg.backbone not in BACKBONES:
@@ -59,7 +78,7 @@ def build_model(cfg) -> nn.Module:
         n_maps = num_feature_maps(cfg)
         names = [str(i) for i in range(len(cfg.returned_layers))]
         rpn_head = RPNHead(cfg.fpn_channels, len(cfg.aspect_ratios) * len(cfg.anchor_sizes[0]))
-        roi_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+        roi_pool = fixed_scale_roi_pool(names, cfg)
         model = FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchor_generator(cfg, n_maps),
                            rpn_head=rpn_head, box_roi_pool=roi_pool,
                            box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size),
@@ -75,7 +94,6 @@ def _build_r50v2(cfg) -> nn.Module:
     """The seeds' model: torchvision's fasterrcnn_resnet50_fpn_v2 (its own FPN, heads, anchors
     unless the config's anchors fit its 5 feature maps)."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
-    from torchvision.models import ResNet50_Weights
 
     kwargs = _model_kwargs(cfg)
     if len(cfg.anchor_sizes) == 5:
@@ -85,9 +103,11 @@ def _build_r50v2(cfg) -> nn.Module:
         model = fasterrcnn_resnet50_fpn_v2(weights=FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
                                            trainable_backbone_layers=cfg.trainable_layers, **kwargs)
         model.roi_heads.box_predictor = FastRCNNPredictor(1024, L.NUM_CLASSES)
-        return model
-    return fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.NUM_CLASSES,
-                                      trainable_backbone_layers=None, **kwargs)
+    else:
+        model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.NUM_CLASSES,
+                                           trainable_backbone_layers=None, **kwargs)
+    _fix_strides(model.roi_heads.box_roi_pool, [2, 3, 4, 5])  # its maps "0".."3": strides 4..32
+    return model
 
 
 def load_pretrained_file(model: nn.Module, path: str) -> None:
