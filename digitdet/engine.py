@@ -97,14 +97,16 @@ def _optimizer_step(model, optimizer, scaler, clip_grad: float) -> None:
 
 
 @torch.inference_mode()
-def predict_batches(model, loader, device, progress: bool = True, desc: str = "predict") -> dict:
+def predict_batches(model, loader, device, progress: bool = True, desc: str = "predict", detect=None) -> dict:
     """Run the model over ``loader`` of (images, targets-with-image_id) batches.
 
-    Returns ``{"detections": {image_id: (boxes xyxy float32 (N, 4) in pixels of the original
-    image, labels int64 (N,) category ids 1..10, scores float32 (N,))}, "errors": {image_id:
-    message} for images that could not be read, "images_per_s": float}``.
+    ``detect(images) -> [(boxes, labels, scores), ...]`` replaces the plain model call (test-time
+    augmentation passes its own). Returns ``{"detections": {image_id: (boxes xyxy float32 (N, 4)
+    in pixels of the original image, labels int64 (N,) category ids 1..10, scores float32
+    (N,))}, "errors": {image_id: message} for images that could not be read, "images_per_s"}``.
     """
     model.eval()
+    detect = detect or (lambda images: model_detections(model, images, device))
     dets, errors, n, t0 = {}, {}, 0, time.perf_counter()
     for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         ok = [i for i, im in enumerate(images) if im is not None]
@@ -113,13 +115,18 @@ def predict_batches(model, loader, device, progress: bool = True, desc: str = "p
                 errors[t["image_id"]] = t.get("error", "unreadable image")
         if not ok:
             continue
-        with _autocast(device, device.type == "cuda"):
-            outs = model([images[i].to(device, non_blocking=True) for i in ok])
-        for i, o in zip(ok, outs):
-            dets[int(targets[i]["image_id"])] = (o["boxes"].float().cpu().numpy(),
-                                                 o["labels"].cpu().numpy(), o["scores"].float().cpu().numpy())
+        for i, d in zip(ok, detect([images[i] for i in ok])):
+            dets[int(targets[i]["image_id"])] = d
         n += len(ok)
     return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+
+
+def model_detections(model, images: list, device) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One model call on a list of (3, H, W) images -> per image (boxes xyxy, labels, scores) in numpy."""
+    with _autocast(device, device.type == "cuda"):
+        outs = model([im.to(device, non_blocking=True) for im in images])
+    return [(o["boxes"].float().cpu().numpy(), o["labels"].cpu().numpy(), o["scores"].float().cpu().numpy())
+            for o in outs]
 
 
 def empty_detections() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -75,13 +75,15 @@ def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
 
 
 def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, detect=None) -> dict:
     """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s"}``.
+
+    ``detect`` replaces the plain model call (see :func:`digitdet.engine.predict_batches`).
 
     Under torchrun, detections and errors are this rank's share only (see :func:`folder_loader`).
     """
     ds, loader = folder_loader(images_dir, cfg, batch_size, workers)
-    out = predict_batches(model, loader, device, progress=progress)
+    out = predict_batches(model, loader, device, progress=progress, detect=detect)
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
     out["image_ids"] = [i for i, _ in ds.items]

@@ -16,17 +16,14 @@ xyxy float (N, 4) in pixels of the original image, labels int64 (N,) 1..10, scor
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from digitdet.decode import NO_NUMBER
 from digitdet.ensemble import fuse_image
-from digitdet.inference import folder_loader
+from digitdet.engine import model_detections, predict_batches
+from digitdet.inference import predict_folder
 
 log = logging.getLogger("digitdet")
 
@@ -60,11 +57,6 @@ def _crop_offset(height: int, width: int, view: View, min_size: int, max_size: i
     return min(dx, width // 4), min(dy, height // 4)
 
 
-def _autocast(device: torch.device):
-    # Same precision as engine.predict_batches, so an identity view reproduces plain prediction.
-    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
-
-
 @torch.inference_mode()
 def predict_views(model, images: list, device, views=DEFAULT_VIEWS) -> list[list[tuple]]:
     """Detections of every view for a batch of images (3, H, W) float tensors in [0, 1].
@@ -88,47 +80,34 @@ def predict_views(model, images: list, device, views=DEFAULT_VIEWS) -> list[list
                 dx, dy = _crop_offset(im.shape[-2], im.shape[-1], view, min_size, max_size)
                 crops.append(im[:, dy:, dx:].to(device, non_blocking=True))
                 offsets.append(np.array([dx, dy, dx, dy], dtype=np.float64))
-            with _autocast(device):
-                outs = model(crops)
-            for k, (o, off) in enumerate(zip(outs, offsets)):
-                per_image[k].append((o["boxes"].float().cpu().numpy().astype(np.float64) + off,
-                                     o["labels"].cpu().numpy(), o["scores"].float().cpu().numpy()))
+            for k, ((boxes, labels, scores), off) in enumerate(zip(model_detections(model, crops, device), offsets)):
+                per_image[k].append((boxes.astype(np.float64) + off, labels, scores))
     finally:
         transform.min_size, transform.max_size = base_min, base_max
     return per_image
 
 
+def tta_detector(model, device, views=DEFAULT_VIEWS, method: str = "wbf", iou: float = 0.55,
+                 conf_type: str = "avg"):
+    """A ``detect(images)`` for :func:`digitdet.engine.predict_batches`: every view, fused per image
+    with ``method``/``iou``/``conf_type`` (see :func:`digitdet.ensemble.fuse_image`)."""
+    def detect(images: list) -> list[tuple]:
+        per_image = predict_views(model, images, device, views)
+        # (width, height) of each original image: WBF normalises boxes by it
+        return [fuse_image(view_dets, (im.shape[-1], im.shape[-2]), None, method, iou, 0.0, conf_type)
+                for im, view_dets in zip(images, per_image)]
+    return detect
+
+
 def predict_batches_tta(model, loader, device, views=DEFAULT_VIEWS, method: str = "wbf", iou: float = 0.55,
                         conf_type: str = "avg", progress: bool = True, desc: str = "predict (TTA)") -> dict:
-    """:func:`digitdet.engine.predict_batches` with test-time augmentation; same return dict.
-
-    ``loader`` yields (images, targets-with-image_id) batches; unreadable images (None) are
-    reported under ``"errors"``. Views are fused per image with ``method``/``iou``/``conf_type``
-    (see :func:`digitdet.ensemble.fuse_image`).
-    """
-    model.eval()
-    dets, errors, n, t0 = {}, {}, 0, time.perf_counter()
-    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        ok = [i for i, im in enumerate(images) if im is not None]
-        for i, t in enumerate(targets):
-            if images[i] is None:
-                errors[t["image_id"]] = t.get("error", "unreadable image")
-        if not ok:
-            continue
-        per_image = predict_views(model, [images[i] for i in ok], device, views)
-        for i, view_dets in zip(ok, per_image):
-            size = (images[i].shape[-1], images[i].shape[-2])  # (width, height) of the original image
-            dets[int(targets[i]["image_id"])] = fuse_image(view_dets, size, None, method, iou, 0.0, conf_type)
-        n += len(ok)
-    return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+    """:func:`digitdet.engine.predict_batches` with test-time augmentation; same return dict."""
+    return predict_batches(model, loader, device, progress=progress, desc=desc,
+                           detect=tta_detector(model, device, views, method, iou, conf_type))
 
 
 def predict_folder_tta(model, cfg, images_dir, device, batch_size: int = 32, workers: int = 2,
                        progress: bool = True, views=DEFAULT_VIEWS) -> dict:
     """:func:`digitdet.inference.predict_folder` with test-time augmentation (same return dict)."""
-    ds, loader = folder_loader(images_dir, cfg, batch_size, workers)
-    out = predict_batches_tta(model, loader, device, views, progress=progress)
-    for image_id, msg in sorted(out["errors"].items()):
-        log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
-    out["image_ids"] = [i for i, _ in ds.items]
-    return out
+    return predict_folder(model, cfg, images_dir, device, batch_size, workers, progress,
+                          detect=tta_detector(model, device, views))
