@@ -15,7 +15,6 @@ xyxy float (N, 4) in pixels of the original image, labels int64 (N,) 1..10, scor
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,6 @@ from digitdet.ensemble import fuse_image
 from digitdet.engine import model_detections, predict_batches
 from digitdet.inference import predict_folder
 
-log = logging.getLogger("digitdet")
 
 
 @dataclass(frozen=True)
