@@ -28,6 +28,11 @@ class Config:
     # Normalisation layers of the backbone: "bn" (trainable BatchNorm, right from scratch),
     # "gn" (GroupNorm, batch-size independent), "frozen_bn" (torchvision's choice with weights).
     norm: str = "bn"
+    # From-scratch runs first pre-train the backbone as a digit classifier on crops of the
+    # training boxes for this many epochs (digitdet/pretrain.py; minutes on a CPU, and it
+    # multiplies early mAP several times); 0 = off. Only when pretrained == "none".
+    pretrain_epochs: int = 0
+    pretrain_max_images: int = 0  # crops from the first N training images only (0 = all)
     trainable_layers: int = 5  # backbone stages that train (0-5); only matters with pretrained weights
     # Which ResNet stages (1-4) feed the FPN. Digits are 13-80 px at our input scale, so the
     # stride 8/16/32 maps of stages 2-4 are enough; stage 1 (stride 4) costs a lot for little.

@@ -148,6 +148,25 @@ def _adapt_to_world(prog: dict, cfg: Config, optimizer, scheduler, steps_per_epo
                     old, new, prog["epoch"], prog["step_in_epoch"], step)
 
 
+def _pretrain(cfg: Config, data_root, out_dir: Path) -> str:
+    """Pre-train the backbone as a digit classifier (digitdet.pretrain) into out_dir/backbone.pt.
+
+    A finished backbone.pt (from a run killed later in its start) is reused, not redone.
+    """
+    from digitdet.pretrain import pretrain_backbone
+
+    path = out_dir / "backbone.pt"
+    if path.exists():
+        log.info("using the pre-trained backbone %s", path)
+        return str(path)
+    log.info("pre-training the %s backbone as a digit classifier (%d epochs)", cfg.backbone, cfg.pretrain_epochs)
+    result = pretrain_backbone(data_root, path, cfg.backbone, cfg.norm, epochs=cfg.pretrain_epochs,
+                               workers=cfg.workers, seed=cfg.seed, max_images=cfg.pretrain_max_images,
+                               progress=log.isEnabledFor(logging.INFO))
+    log.info("backbone pre-trained in %.0f s: %.3f crop accuracy on valid", result["seconds"], result["valid_accuracy"])
+    return str(path)
+
+
 def _start(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
     """The config to run with and, when resuming, the last checkpoint."""
     if not resume:
@@ -177,6 +196,8 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     out_dir, progress = Path(out_dir), progress and is_main()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, state = on_main(_start, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
+    if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
+        cfg.pretrained = on_main(_pretrain, cfg, data_root, out_dir)  # before config.yaml: it records the file
     if is_main():
         (out_dir / "config.yaml").write_text(cfg.dumps())
     log.info("resolved config:\n%s", cfg.dumps())
@@ -196,7 +217,8 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum)
 
     # 3. Model, optimisation, and the state of a resumed run.
-    model = build_model(cfg).to(dev)
+    # A resumed run's weights all come from last.pt: never re-read (or download) pretrained ones.
+    model = build_model(dataclasses.replace(cfg, pretrained="none") if state else cfg).to(dev)
     optimizer = build_optimizer(model, dataclasses.replace(cfg, lr=_scaled_lr(cfg)))
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and dev.type == "cuda" else None

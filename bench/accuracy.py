@@ -1,0 +1,202 @@
+"""Accuracy for a fixed CPU budget: digitdet recipes vs the seeds' setup vs ultralytics yolov8n.
+
+    python bench/accuracy.py --data DATA --minutes 25 --threads 2
+    python bench/accuracy.py --data DATA --minutes 25 --models default,yolov8n --out runs/bench_acc
+
+Every model trains from scratch (no downloaded weights) on DATA/train for the same wall-clock
+budget on the same threads, then is scored the same way: detections on DATA/valid pick the
+number-reading threshold (digitdet.decode.tune_decoder), and the figures reported are on
+DATA/test (its truth in test_gt.json, as `digitdet synth` writes it): COCO mAP, AP50 and
+whole-number accuracy from digitdet.metrics, for every model.
+
+* digitdet recipes (configs/*.yaml): `fit` with ``time_budget_min``; the epoch count is chosen
+  from a short throughput probe so the learning-rate schedule ends near the budget. The
+  recipe's backbone pre-training (``pretrain_epochs``) and the probe count in the budget.
+* yolov8n: ultralytics built from ``yolov8n.yaml`` (nc=10, no weights), its default recipe
+  (mosaic, optimizer choice, EMA, warm-up) with ``time=`` the budget, imgsz 160, batch 32,
+  no per-epoch validation; needs the ``bench`` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digitdet.config import load_config
+from digitdet.data.coco import load_coco_digits, split_paths
+from digitdet.decode import tune_decoder
+from digitdet.engine import predict_batches
+from digitdet.evaluation import score_detections
+from digitdet.inference import folder_loader, load_detector
+from digitdet.metrics import gt_numbers
+
+
+def probe_images_per_s(cfg, data: Path, seconds: float = 40.0) -> float:
+    """Training images/s of ``cfg`` measured on the first training images."""
+    from digitdet.data.coco import collate, DigitDataset
+    from digitdet.data.transforms import build_transforms
+    from digitdet.models.faster_rcnn import build_model
+
+    images_dir, ann = split_paths(data, "train")
+    coco, _ = load_coco_digits(ann, images_dir, check_images=False)
+    ds = DigitDataset(coco, images_dir, build_transforms(cfg.augment, True), max_images=cfg.batch_size * 4)
+    batches = [collate([ds[i] for i in range(j, j + cfg.batch_size)]) for j in range(0, len(ds), cfg.batch_size)]
+    model = build_model(cfg).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    n, t0, k = 0, None, 0
+    while True:
+        images, targets = batches[k % len(batches)]
+        loss = sum(model(list(images), list(targets)).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        k += 1
+        if k == 1:
+            t0 = time.perf_counter()  # the first step warms up
+        elif time.perf_counter() - t0 > seconds:
+            return n / (time.perf_counter() - t0)
+        else:
+            n += len(images)
+
+
+def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int) -> Path:
+    """Train a digitdet recipe within ``minutes``, its backbone pre-training included."""
+    from digitdet.train import _pretrain, fit
+
+    cfg = load_config(recipe, [f"workers={workers}", "eval_every=0", "save_every_steps=0"])
+    t0, budget = time.perf_counter(), minutes
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.pretrain_epochs and cfg.pretrained == "none":
+        cfg.pretrained, cfg.pretrain_epochs = _pretrain(cfg, data, out), 0
+        budget -= (time.perf_counter() - t0) / 60
+    n_train = len(load_coco_digits(*reversed(split_paths(data, "train")), check_images=False)[0]["images"])
+    speed = probe_images_per_s(cfg, data)
+    budget = minutes - (time.perf_counter() - t0) / 60  # pre-training and the probe count too
+    seen = speed * budget * 60 * 0.9  # 10% for data loading and the final validation
+    cfg.epochs = max(1, math.floor(seen / n_train))
+    cfg.max_train_images = n_train if seen >= n_train else int(seen)
+    cfg.time_budget_min = budget
+    print(f"{recipe}: {speed:.1f} train img/s -> {cfg.epochs} epochs of {cfg.max_train_images} images "
+          f"in {budget:.1f} min", flush=True)
+    fit(cfg, data, out, progress=False)
+    return out / "best.pt"
+
+
+def digitdet_detections(weights: Path, data: Path, split: str, workers: int, limit: int = 0):
+    """Detections on a split (its first ``limit`` images when > 0) and the model's config."""
+    from digitdet.data.coco import ImageFolderDataset
+    from digitdet.data.loaders import inference_loader
+    from digitdet.data.transforms import build_transforms
+
+    model, cfg, _ = load_detector(weights, torch.device("cpu"))
+    images_dir, _ = split_paths(data, split)
+    ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
+    ds.items = ds.items[: limit or None]
+    loader = inference_loader(ds, None, 8, workers)
+    return predict_batches(model, loader, torch.device("cpu"), progress=False)["detections"], cfg
+
+
+def run_yolo(data: Path, out: Path, minutes: float, workers: int):
+    from ultralytics import YOLO
+
+    from digitdet.data.yolo import coco_to_yolo
+
+    root = out / "yolo_data"
+    for split in ("train", "valid"):
+        images_dir, ann = split_paths(data, split)
+        # ultralytics finds labels by replacing /images/ in each image's resolved path, so the
+        # images must really live under images/ (hard links: no copy on the same file system).
+        img_dir = root / "images" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        for f in images_dir.glob("*.png"):
+            if not (img_dir / f.name).exists():
+                try:
+                    os.link(f, img_dir / f.name)
+                except OSError:
+                    shutil.copy2(f, img_dir / f.name)
+        coco_to_yolo(ann, images_dir, root / "labels" / split)
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/valid\n"
+                         f"names: {{{', '.join(f'{d}: {chr(39)}{d}{chr(39)}' for d in range(10))}}}\n")
+    model = YOLO("yolov8n.yaml")
+    model.train(data=str(yaml_path), imgsz=160, batch=32, time=minutes / 60, epochs=100, device="cpu",
+                workers=workers, plots=False, val=False, amp=False, project=str(out), name="yolo",
+                exist_ok=True, verbose=False, seed=0, deterministic=False)
+    return model
+
+
+def yolo_detections(model, data: Path, split: str):
+    images_dir, _ = split_paths(data, split)
+    dets = {}
+    paths = sorted(images_dir.glob("*.png"), key=lambda p: int(p.stem))
+    for i in range(0, len(paths), 64):
+        for p, r in zip(paths[i:i + 64], model.predict([str(q) for q in paths[i:i + 64]], imgsz=160,
+                                                        conf=0.001, iou=0.7, max_det=30, device="cpu",
+                                                        verbose=False)):
+            b = r.boxes
+            dets[int(p.stem)] = (b.xyxy.numpy(), b.cls.numpy().astype(np.int64) + 1, b.conf.numpy())
+    return dets
+
+
+def score(dets_valid, dets_test, data: Path, cfg, limit: int = 0) -> dict:
+    """Threshold tuned on valid, figures on test (their first ``limit`` images when > 0)."""
+    def gt(split):
+        coco, _ = load_coco_digits(*reversed(split_paths(data, split)), check_images=False)
+        keep = {im["id"] for im in sorted(coco["images"], key=lambda im: im["id"])[: limit or None]}
+        return {**coco, "images": [im for im in coco["images"] if im["id"] in keep],
+                "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
+
+    thresh = tune_decoder(dets_valid, gt_numbers(gt("valid")), iou_thresh=cfg.decode_iou_thresh)["score_thresh"]
+    m = score_detections(dets_test, gt("test"), cfg, decode_score_thresh=thresh)
+    return {"map": m["map"], "ap50": m["ap50"], "accuracy": m["accuracy"], "decode_thresh": thresh,
+            "test_images": len(gt("test")["images"])}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", default="runs/bench_accuracy", type=Path)
+    p.add_argument("--minutes", type=float, default=25.0, help="training budget per model (wall clock)")
+    p.add_argument("--models", default="default,seed_r50v2,yolov8n")
+    p.add_argument("--seed-minutes", type=float, default=None,
+                   help="budget for seed_r50v2 (default: --minutes); it sees ~0.06 img/s on 2 cores")
+    p.add_argument("--seed-eval-images", type=int, default=50,
+                   help="seed_r50v2 is scored on the first N valid/test images only (0.15 img/s inference)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    rows = []
+    for name in args.models.split(","):
+        out = args.out / name
+        t0 = time.perf_counter()
+        if name == "yolov8n":
+            model = run_yolo(args.data, out, args.minutes, args.workers)
+            cfg = load_config("default")
+            dv, dt = yolo_detections(model, args.data, "valid"), yolo_detections(model, args.data, "test")
+        else:
+            minutes = args.seed_minutes if name == "seed_r50v2" and args.seed_minutes else args.minutes
+            weights = run_digitdet(name, args.data, out, minutes, args.workers)
+            limit = args.seed_eval_images if name == "seed_r50v2" else 0
+            dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit)
+            dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit)
+        row = {"model": name, "train_minutes": round((time.perf_counter() - t0) / 60, 1),
+               **score(dv, dt, args.data, cfg, limit if name == "seed_r50v2" else 0)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{'model':<22}{'minutes':>9}{'mAP':>8}{'AP50':>8}{'accuracy':>10}{'test images':>13}")
+    for r in rows:
+        print(f"{r['model']:<22}{r['train_minutes']:>9}{r['map']:>8.3f}{r['ap50']:>8.3f}{r['accuracy']:>10.3f}"
+              f"{r['test_images']:>13}")
+
+
+if __name__ == "__main__":
+    main()
