@@ -28,7 +28,8 @@ fonts:
 
 # The main job on the embedded synthetic dataset: data -> train -> evaluate -> predict.
 demo: $(STAMP) fonts
-	$(BIN)/digitdet synth --out $(DEMO)/data --train 3000 --valid 300 --test 300 --seed 0
+	$(BIN)/digitdet synth --out $(DEMO)/data --train 2000 --valid 300 --test 300 --seed 0 --workers 2
+	rm -rf $(DEMO)/run  # a fresh run each time (train refuses to overwrite a run without --resume)
 	$(BIN)/digitdet train --data $(DEMO)/data --out $(DEMO)/run --config cpu_fast
 	$(BIN)/digitdet evaluate --weights $(DEMO)/run/best.pt --data $(DEMO)/data --split valid --tune-decoder
 	$(BIN)/digitdet predict --weights $(DEMO)/run/best.pt --images $(DEMO)/data/test --out $(DEMO)/pred
@@ -41,6 +42,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/speed.py
+
+lint: $(STAMP)
+	$(BIN)/pip install -q ruff==0.17.5
+	$(BIN)/ruff check digitdet tests bench
 
 clean:
 	rm -rf $(VENV) runs

@@ -34,7 +34,7 @@ from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.decode import tune_decoder
 from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
-from digitdet.inference import folder_loader, load_detector
+from digitdet.inference import load_detector
 from digitdet.metrics import gt_numbers
 
 

@@ -31,7 +31,7 @@ from digitdet.distributed import (broadcast_buffers, broadcast_object, is_main, 
                                   rank, shard_batches, unwrap, world_size, wrap_model)
 from digitdet.engine import train_one_epoch
 from digitdet.evaluation import evaluate
-from digitdet.io import load_checkpoint, save_checkpoint, write_json
+from digitdet.io import load_checkpoint, save_checkpoint
 from digitdet.models.faster_rcnn import build_model
 from digitdet.optim import build_optimizer, build_scheduler
 from digitdet.report import write_run_pictures
