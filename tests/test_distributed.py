@@ -80,8 +80,9 @@ def _worker(rank: int, port: int, data: str, tmp: str) -> None:
     assert main(["predict", *_predict_args(f"{tmp}/ddp/best.pt", f"{data}/test"), "--out", f"{tmp}/pred"]) == 0
 
     # 5. A checkpoint loads into a DDP-wrapped model, with or without DDP's "module." prefix.
-    state = load_checkpoint(f"{tmp}/ddp/last.pt")["model"]
-    ddp = distributed.wrap_model(build_model(Config().override(DDP_CFG)), device)
+    ckpt = load_checkpoint(f"{tmp}/ddp/last.pt")
+    state = ckpt["model"]
+    ddp = distributed.wrap_model(build_model(Config.from_dict(ckpt["config"])), device)
     for sd in (state, {f"module.{k}": v for k, v in state.items()}):
         distributed.load_model_state(ddp, sd)
         assert all(torch.equal(v, ddp.state_dict()[f"module.{k}"]) for k, v in state.items())
