@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from digitdet.engine import TrainingDiverged
+
 from digitdet.cli import train as _train, evaluate as _evaluate, predict as _predict
 from digitdet.cli import convert as _convert
 from digitdet.cli import stats as _stats
@@ -34,11 +36,9 @@ COMMANDS = {
 }
 
 
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line, exit status 2."""
-
-
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# Errors a user can act on: printed as one line (no traceback), exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               TrainingDiverged)
 
 
 def build_parser() -> argparse.ArgumentParser:
