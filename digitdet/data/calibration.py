@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from digitdet.boxes import xywh_to_xyxy
+from digitdet.data.svhn import read_svhn_json
 from digitdet.labels import category_to_digit, svhn_label_to_digit
 
 PERCENTILES = (1, 10, 50, 90, 99)
@@ -34,18 +35,12 @@ MEASURES = {
 
 
 def load_svhn_boxes(path) -> list[list[tuple[int, list[float]]]]:
-    """Images of a list like ``svhn_test_boxes.json``: [{"filename", "boxes": [{"left", "top",
-    "width", "height", "label"}]}], label 10 meaning 0. Raises ValueError on a malformed entry."""
-    with open(path) as f:
-        entries = json.load(f)
+    """Images of a list like ``svhn_test_boxes.json`` (read by :func:`digitdet.data.svhn.read_svhn_json`,
+    which raises ValueError on a malformed entry) as [(digit, [x1, y1, x2, y2]), ...], left to right."""
     images = []
-    for i, entry in enumerate(entries):
-        try:
-            boxes = [(svhn_label_to_digit(b["label"]),
-                      [b["left"], b["top"], b["left"] + b["width"], b["top"] + b["height"]])
-                     for b in entry["boxes"]]
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: entry {i} ({entry.get('filename', '?')}) lacks a box field: {e}") from e
+    for rec in read_svhn_json(path):
+        boxes = [(svhn_label_to_digit(b["label"]), [b["left"], b["top"], b["left"] + b["width"], b["top"] + b["height"]])
+                 for b in rec["boxes"]]
         images.append(sorted(boxes, key=lambda b: b[1][0] + b[1][2]))
     return images
 
