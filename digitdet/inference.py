@@ -20,7 +20,7 @@ from digitdet.decode import NO_NUMBER
 from digitdet.distributed import load_model_state, shard_batches
 from digitdet.engine import predict_batches
 from digitdet.evaluation import decode_all, detections_to_results
-from digitdet.io import load_checkpoint, write_pred_csv, write_pred_json
+from digitdet.io import load_checkpoint, read_json, write_json, write_pred_csv, write_pred_json
 from digitdet.models.faster_rcnn import build_model
 
 log = logging.getLogger("digitdet")
@@ -90,12 +90,28 @@ def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32,
     return out
 
 
+PRED_CONFIG = "pred_config.json"
+
+
 def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Config) -> tuple[Path, Path]:
-    """Write ``out_dir/pred.json`` and ``out_dir/pred.csv``; returns their paths."""
+    """Write ``out_dir/pred.json``, ``out_dir/pred.csv`` and ``out_dir/pred_config.json`` (the
+    resolved config, incl. the decoder settings pred.csv was read with); returns the first two."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = detections_to_results(detections, cfg.pred_score_thresh, cfg.pred_max_per_image)
     numbers = decode_all(detections, image_ids, cfg.decode_score_thresh, cfg.decode_iou_thresh)
     write_pred_json(out_dir / "pred.json", results)
     write_pred_csv(out_dir / "pred.csv", numbers)
+    write_json(out_dir / PRED_CONFIG, cfg.to_dict())
     return out_dir / "pred.json", out_dir / "pred.csv"
+
+
+def decoder_of_predictions(pred_json) -> dict | None:
+    """``{"score_thresh", "iou_thresh"}`` that ``write_submission`` read the numbers beside
+    ``pred_json`` with (from its pred_config.json), or None when there is none (e.g. a
+    pred.json from another tool)."""
+    path = Path(pred_json).with_name(PRED_CONFIG)
+    if not path.exists():
+        return None
+    cfg = read_json(path, "prediction config")
+    return {"score_thresh": float(cfg["decode_score_thresh"]), "iou_thresh": float(cfg["decode_iou_thresh"])}

@@ -8,6 +8,8 @@ from PIL import Image
 from digitdet.boxes import xywh_to_xyxy
 from digitdet.cli import main
 from digitdet.config import Config
+from digitdet.decode import group_by_image
+from digitdet.inference import decoder_of_predictions, write_submission
 from digitdet.diagnostics import CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, worst_number_errors
 from digitdet.labels import digit_to_category
 from digitdet.report import write_evaluation_pictures, write_training_plots
@@ -93,3 +95,19 @@ def test_cli_visualize_on_a_tiny_folder(tiny_data, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["images"] == 4
     _assert_pngs([out / "grid.png", *sorted((out / "images").glob("*.png"))])
     assert len(list((out / "images").glob("*.png"))) == 4
+
+
+def test_visualize_reads_numbers_with_the_threshold_predict_used(tiny_data, tmp_path, capsys):
+    gt = json.loads((tiny_data / "test_gt.json").read_text())
+    dets = group_by_image([{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.3,
+                            "category_id": a["category_id"]} for a in gt["annotations"]])
+    ids = sorted(dets)
+    cfg = Config(decode_score_thresh=0.25, decode_iou_thresh=0.4)
+    json_path, csv_path = write_submission(tmp_path / "pred", dets, ids, cfg)
+    assert decoder_of_predictions(json_path) == {"score_thresh": 0.25, "iou_thresh": 0.4}
+    assert decoder_of_predictions(tmp_path / "elsewhere" / "pred.json") is None
+    args = ["visualize", "--pred", str(json_path), "--images", str(tiny_data / "test"), "--n", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.25  # boxes of score 0.3 are read
+    assert main([*args, "--decode-thresh", "0.5", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.5

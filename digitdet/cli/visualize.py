@@ -6,6 +6,7 @@ from pathlib import Path
 
 from digitdet.data.coco import load_coco_digits
 from digitdet.decode import group_by_image
+from digitdet.inference import decoder_of_predictions
 from digitdet.io import read_pred_json
 from digitdet.report import write_prediction_pictures
 
@@ -19,8 +20,11 @@ def add_parser(sub, name):
     p.add_argument("--gt", help="COCO annotation file of these images (drawn beside the predictions)")
     p.add_argument("--n", type=int, default=36, help="number of images drawn (a seeded sample; default 36)")
     p.add_argument("--seed", type=int, default=0, help="which sample of images")
-    p.add_argument("--decode-thresh", type=float, default=0.5, help="score a box needs to be read and drawn")
-    p.add_argument("--decode-iou", type=float, default=0.5, help="duplicate suppression IoU when reading")
+    p.add_argument("--decode-thresh", type=float,
+                   help="score a box needs to be read and drawn; default: the threshold `digitdet predict` read "
+                        "pred.csv with (its pred_config.json beside pred.json), else 0.5")
+    p.add_argument("--decode-iou", type=float,
+                   help="duplicate suppression IoU when reading; default: as predict used, else 0.5")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -28,7 +32,11 @@ def add_parser(sub, name):
 def run(args) -> int:
     dets = group_by_image(read_pred_json(args.pred))
     gt = load_coco_digits(args.gt, args.images)[0] if args.gt else None
-    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, args.decode_thresh,
-                                      args.decode_iou, args.seed)
-    print(json.dumps({"grid": str(paths[0]), "images": len(paths) - 1, "out": str(Path(args.out))}))
+    # the captions read numbers as pred.csv did, unless told otherwise
+    used = decoder_of_predictions(args.pred) or {"score_thresh": 0.5, "iou_thresh": 0.5}
+    thresh = args.decode_thresh if args.decode_thresh is not None else used["score_thresh"]
+    iou = args.decode_iou if args.decode_iou is not None else used["iou_thresh"]
+    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed)
+    print(json.dumps({"grid": str(paths[0]), "images": len(paths) - 1, "out": str(Path(args.out)),
+                      "decode_thresh": thresh, "decode_iou": iou}))
     return 0
