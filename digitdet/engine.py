@@ -45,17 +45,20 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg
     for images, targets in bar:
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        with _autocast(device, cfg.amp):
-            losses = model(images, targets)
-        loss = sum(losses[k] for k in LOSS_NAMES if k in losses)
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(
-                f"epoch {epoch}, step {step}: loss is {loss.item()} "
-                f"({ {k: round(float(v.detach()), 4) for k, v in losses.items()} }); lower lr (now {cfg.lr}) "
-                f"or raise warmup_iters, or resume from the last checkpoint")
-        _backward(loss / cfg.grad_accum, scaler)
+        boundary = (step + 1) % cfg.grad_accum == 0 or step + 1 == start_step + len(loader)
+        # DistributedDataParallel: all-reduce gradients only on the batch that steps the optimizer
+        with nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync():
+            with _autocast(device, cfg.amp):
+                losses = model(images, targets)
+            loss = sum(losses[k] for k in LOSS_NAMES if k in losses)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(
+                    f"epoch {epoch}, step {step}: loss is {loss.item()} "
+                    f"({ {k: round(float(v.detach()), 4) for k, v in losses.items()} }); lower lr (now {cfg.lr}) "
+                    f"or raise warmup_iters, or resume from the last checkpoint")
+            _backward(loss / cfg.grad_accum, scaler)
         step += 1
-        if step % cfg.grad_accum == 0 or step == start_step + len(loader):
+        if boundary:
             _optimizer_step(model, optimizer, scaler, cfg.clip_grad)
             scheduler.step()
         n_batches += 1

@@ -181,19 +181,23 @@ def _start(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | Non
     return Config.from_dict(state["config"], source=str(last)), state
 
 
-def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = False,
-        progress: bool = True, stop_after_steps: int = 0) -> dict:
-    """Train ``cfg`` on ``data_root``'s train split, validating on valid; see module docstring.
+@dataclasses.dataclass
+class _Run:
+    """What the epochs of one run share: model and optimisation state, progress, writers."""
+    cfg: Config
+    dev: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: object  # torch.amp.GradScaler on CUDA with AMP, else None
+    prog: dict  # epoch, step_in_epoch, best_value, best_epoch, evals_since_best, elapsed_s, history
+    ckpt: Checkpointer
+    writer: object  # TensorBoard SummaryWriter on rank 0, else None
 
-    ``resume`` continues the run in ``out_dir`` from last.pt with its saved config, exactly:
-    same samples, augmentations, RNG, optimizer and schedule. ``stop_after_steps`` > 0 stops
-    (after writing last.pt) once that many optimizer steps are done in this call, as a kill
-    would. Returns ``{"best": value, "best_epoch", "epochs_done", "stopped_early", "history"}``.
-    """
-    from torch.utils.tensorboard import SummaryWriter
 
-    # 1. Config, output folder, seeds.
-    out_dir, progress = Path(out_dir), progress and is_main()
+def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
+    """Run folder, config (saved as config.yaml, backbone pre-trained first when asked), seeds;
+    returns the config to run with and, when resuming, the last checkpoint."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, state = on_main(_start, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
     if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
@@ -205,18 +209,13 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
              cfg.batch_size * world_size() * cfg.grad_accum, cfg.batch_size, world_size(), cfg.grad_accum,
              _scaled_lr(cfg), cfg.lr_scale)
     seed_everything(cfg.seed, cfg.deterministic)
-    dev = torch.device(device)
+    return cfg, state
 
-    # 2. Data.
-    train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
-    valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images)
-    valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), cfg.eval_batch_size, cfg.workers)
-    eval_loader = shard_batches(valid_loader)  # each rank validates a share; evaluate() gathers
-    sampler = EpochSampler(len(train_ds), cfg.seed, num_replicas=world_size(), rank=rank())
-    batches_per_epoch = max(-(-len(train_ds) // world_size()) // cfg.batch_size, 1)
-    steps_per_epoch = -(-batches_per_epoch // cfg.grad_accum)
 
-    # 3. Model, optimisation, and the state of a resumed run.
+def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epoch: int, out_dir: Path) -> _Run:
+    """Model, optimizer, schedule and progress: fresh, or exactly as last.pt left them."""
+    from torch.utils.tensorboard import SummaryWriter
+
     # A resumed run's weights all come from last.pt: never re-read (or download) pretrained ones.
     model = build_model(dataclasses.replace(cfg, pretrained="none") if state else cfg).to(dev)
     optimizer = build_optimizer(model, dataclasses.replace(cfg, lr=_scaled_lr(cfg)))
@@ -229,12 +228,51 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
         _adapt_to_world(prog, cfg, optimizer, scheduler, steps_per_epoch)
         log.info("resuming %s at epoch %d, batch %d", out_dir, prog["epoch"], prog["step_in_epoch"])
     model = wrap_model(model, dev, cfg.sync_bn)  # DDP under torchrun (after restoring: plain keys)
-    ckpt = Checkpointer(out_dir, cfg)
     writer = SummaryWriter(str(out_dir / "tb")) if is_main() else None
-    t_start, steps_this_call = time.perf_counter() - prog["elapsed_s"], [0]
+    return _Run(cfg, dev, model, optimizer, scheduler, scaler, prog, Checkpointer(out_dir, cfg), writer)
 
-    # 4. Epochs.
-    stop_reason = ""
+
+def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = False,
+        progress: bool = True, stop_after_steps: int = 0) -> dict:
+    """Train ``cfg`` on ``data_root``'s train split, validating on valid; see module docstring.
+
+    ``resume`` continues the run in ``out_dir`` from last.pt with its saved config, exactly:
+    same samples, augmentations, RNG, optimizer and schedule. ``stop_after_steps`` > 0 stops
+    (after writing last.pt) once that many optimizer steps are done in this call, as a kill
+    would. Returns ``{"stopped": reason or "", "best": value, "best_epoch", "epochs_done",
+    "history"}``.
+    """
+    # 1. Config, output folder, seeds.
+    out_dir, progress = Path(out_dir), progress and is_main()
+    cfg, state = _prepare(cfg, data_root, out_dir, resume)
+
+    # 2. Data.
+    train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
+    valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images)
+    valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), cfg.eval_batch_size, cfg.workers)
+    sampler = EpochSampler(len(train_ds), cfg.seed, num_replicas=world_size(), rank=rank())
+    batches_per_epoch = max(-(-len(train_ds) // world_size()) // cfg.batch_size, 1)
+
+    # 3. Model, optimisation, and the state of a resumed run.
+    run = _build_run(cfg, state, torch.device(device), -(-batches_per_epoch // cfg.grad_accum), out_dir)
+
+    # 4. Epochs; each rank validates a share of valid, evaluate() gathers.
+    stop_reason = _epochs(run, train_ds, sampler, shard_batches(valid_loader), valid_gt, stop_after_steps, progress)
+    if stop_reason == "stop_after_steps":
+        return {"stopped": stop_reason, **_result(run.prog)}
+
+    # 5. Pictures of the finished run.
+    if is_main():
+        run.writer.close()
+        _write_pictures(out_dir, unwrap(run.model), valid_loader, run.dev, valid_gt,
+                        split_paths(data_root, "valid")[0], cfg, progress)
+    return {"stopped": stop_reason, **_result(run.prog)}
+
+
+def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_steps: int, progress: bool) -> str:
+    """Train from ``run.prog``'s position to the end; returns why it stopped early ("" when it did not)."""
+    cfg, prog = run.cfg, run.prog
+    t_start, steps_this_call, stop_reason = time.perf_counter() - prog["elapsed_s"], [0], ""
     for epoch in range(prog["epoch"], cfg.epochs):
         prog["epoch"] = epoch
         sampler.set_epoch(epoch, skip=prog["step_in_epoch"] * cfg.batch_size)
@@ -250,30 +288,25 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
             elif cfg.time_budget_min and broadcast_object(prog["elapsed_s"] > cfg.time_budget_min * 60):
                 stop_reason = "time_budget"
             if stop_reason or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
-                ckpt.save_last(model, optimizer, scheduler, scaler, prog)
+                run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog)
             return bool(stop_reason)
 
-        stats = train_one_epoch(model, optimizer, scheduler, loader, dev, epoch, cfg, scaler,
+        stats = train_one_epoch(run.model, run.optimizer, run.scheduler, loader, run.dev, epoch, cfg, run.scaler,
                                 start_step=prog["step_in_epoch"], on_step=on_step, progress=progress)
         if stop_reason == "stop_after_steps":
-            return {"stopped": stop_reason, **_result(prog)}
-        broadcast_buffers(model)  # rank 0's BatchNorm statistics: the model evaluated is the one saved
-        row = _end_of_epoch(model, eval_loader, dev, valid_gt, cfg, epoch, stats, prog, ckpt, writer,
+            return stop_reason
+        broadcast_buffers(run.model)  # rank 0's BatchNorm statistics: the model evaluated is the one saved
+        row = _end_of_epoch(run.model, eval_loader, run.dev, valid_gt, cfg, epoch, stats, prog, run.ckpt, run.writer,
                             final=bool(stop_reason) or epoch == cfg.epochs - 1, progress=progress)
         prog.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.perf_counter() - t_start)
         prog["history"].append(row)
-        ckpt.save_last(model, optimizer, scheduler, scaler, prog)
+        run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog)
         if stop_reason:
-            break
+            return stop_reason
         if cfg.early_stop_patience and prog["evals_since_best"] >= cfg.early_stop_patience:
             log.info("early stop: %s did not improve in %d evaluations", cfg.best_metric, cfg.early_stop_patience)
-            stop_reason = "early_stop"
-            break
-    if is_main():
-        writer.close()
-        _write_pictures(out_dir, unwrap(model), valid_loader, dev, valid_gt, split_paths(data_root, "valid")[0],
-                        cfg, progress)
-    return {"stopped": stop_reason, **_result(prog)}
+            return "early_stop"
+    return ""
 
 
 def _write_pictures(out_dir, model, valid_loader, dev, valid_gt, images_dir, cfg, progress: bool) -> None:
