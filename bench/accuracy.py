@@ -68,9 +68,11 @@ def probe_images_per_s(cfg, data: Path, seconds: float = 40.0) -> float:
             n += len(images)
 
 
-def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int) -> Path:
+def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0) -> Path:
     """Train a digitdet recipe within ``minutes``, its backbone pre-training included (an
-    ``out/backbone.pt`` already there is reused, and its time is then not counted)."""
+    ``out/backbone.pt`` already there is reused, and its time is then not counted). ``epochs``
+    > 0 fixes the number of passes instead of planning it from the throughput probe (which
+    under-plans when other processes share the cores while it runs)."""
     from digitdet.train import _pretrain, fit
 
     cfg = load_config(recipe, [f"workers={workers}", "eval_every=0", "save_every_steps=0"])
@@ -85,8 +87,8 @@ def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: in
     seen = speed * budget * 60 * 0.9  # 10% for data loading and the final validation
     # whole passes over (nearly) all the data, as many as the budget holds: rounding down instead
     # left up to half the budget unused (1 epoch planned for a budget of 1.97)
-    cfg.epochs = max(1, round(seen / n_train))
-    cfg.max_train_images = min(n_train, int(seen / cfg.epochs))
+    cfg.epochs = epochs or max(1, round(seen / n_train))
+    cfg.max_train_images = n_train if epochs else min(n_train, int(seen / cfg.epochs))
     cfg.time_budget_min = budget
     print(f"{recipe}: {speed:.1f} train img/s -> {cfg.epochs} epochs of {cfg.max_train_images} images "
           f"in {budget:.1f} min", flush=True)
@@ -179,6 +181,8 @@ def main(argv=None) -> None:
                    help="budget for seed_r50v2 (default: --minutes); it sees ~0.06 img/s on 2 cores")
     p.add_argument("--seed-eval-images", type=int, default=50,
                    help="seed_r50v2 is scored on the first N valid/test images only (0.15 img/s inference)")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="digitdet recipes: passes over the training set (default: planned from a throughput probe)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
@@ -194,7 +198,7 @@ def main(argv=None) -> None:
             dv, dt = yolo_detections(model, args.data, "valid"), yolo_detections(model, args.data, "test")
         else:
             minutes = args.seed_minutes if name == "seed_r50v2" and args.seed_minutes else args.minutes
-            weights = run_digitdet(name, args.data, out, minutes, args.workers)
+            weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs)
             limit = args.seed_eval_images if name == "seed_r50v2" else 0
             dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit)
             dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit)
