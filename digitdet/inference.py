@@ -113,5 +113,5 @@ def decoder_of_predictions(pred_json) -> dict | None:
     path = Path(pred_json).with_name(PRED_CONFIG)
     if not path.exists():
         return None
-    cfg = read_json(path, "prediction config")
-    return {"score_thresh": float(cfg["decode_score_thresh"]), "iou_thresh": float(cfg["decode_iou_thresh"])}
+    cfg = Config.from_dict(read_json(path, "prediction config"), source=str(path))
+    return {"score_thresh": cfg.decode_score_thresh, "iou_thresh": cfg.decode_iou_thresh}

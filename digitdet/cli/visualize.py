@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits
 from digitdet.decode import group_by_image
 from digitdet.inference import decoder_of_predictions
@@ -33,7 +34,9 @@ def run(args) -> int:
     dets = group_by_image(read_pred_json(args.pred))
     gt = load_coco_digits(args.gt, args.images)[0] if args.gt else None
     # the captions read numbers as pred.csv did, unless told otherwise
-    used = decoder_of_predictions(args.pred) or {"score_thresh": 0.5, "iou_thresh": 0.5}
+    defaults = Config()
+    used = decoder_of_predictions(args.pred) or {"score_thresh": defaults.decode_score_thresh,
+                                                 "iou_thresh": defaults.decode_iou_thresh}
     thresh = args.decode_thresh if args.decode_thresh is not None else used["score_thresh"]
     iou = args.decode_iou if args.decode_iou is not None else used["iou_thresh"]
     paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed)
