@@ -76,13 +76,12 @@ def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: in
     from digitdet.train import _pretrain, fit
 
     cfg = load_config(recipe, [f"workers={workers}", "eval_every=0", "save_every_steps=0"])
-    t0, budget = time.perf_counter(), minutes
+    t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.pretrain_epochs and cfg.pretrained == "none":
         cfg.pretrained, cfg.pretrain_epochs = _pretrain(cfg, data, out), 0
-        budget -= (time.perf_counter() - t0) / 60
     n_train = len(load_coco_digits(*reversed(split_paths(data, "train")), check_images=False)[0]["images"])
-    speed = probe_images_per_s(cfg, data)
+    speed = 0.0 if epochs else probe_images_per_s(cfg, data)  # a fixed epoch count needs no probe
     budget = minutes - (time.perf_counter() - t0) / 60  # pre-training and the probe count too
     seen = speed * budget * 60 * 0.9  # 10% for data loading and the final validation
     # whole passes over (nearly) all the data, as many as the budget holds: rounding down instead
@@ -90,7 +89,7 @@ def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: in
     cfg.epochs = epochs or max(1, round(seen / n_train))
     cfg.max_train_images = n_train if epochs else min(n_train, int(seen / cfg.epochs))
     cfg.time_budget_min = budget
-    print(f"{recipe}: {speed:.1f} train img/s -> {cfg.epochs} epochs of {cfg.max_train_images} images "
+    print(f"{recipe}: {speed:.1f} train img/s (0: not probed) -> {cfg.epochs} epochs of {cfg.max_train_images} images "
           f"in {budget:.1f} min", flush=True)
     fit(cfg, data, out, progress=False)
     return out / "best.pt"
