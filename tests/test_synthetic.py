@@ -22,8 +22,8 @@ def samples():
 
 
 def test_enough_typefaces_without_system_fonts():
-    # matplotlib alone ships 13 faces; the PyPI font packages add more
-    assert len(available_fonts()) >= 12
+    # matplotlib alone ships 13 faces; the PyPI font packages add more (marker writers not counted)
+    assert len([f for f in available_fonts() if f.source != "strokes"]) >= 12
 
 
 def test_sample_contract(samples):
@@ -203,3 +203,30 @@ def test_rim_points_bound_a_glyph_like_all_its_ink_points():
             assert len(g.rim_points()) <= 2 * g.mask.shape[0]
             np.testing.assert_allclose(geo.bounds(geo.apply(h, g.rim_points())),
                                        geo.bounds(geo.apply(h, g.ink_points())))
+
+
+def test_every_marker_writer_draws_ten_distinct_digits_on_one_baseline():
+    from digitdet.data.synth_strokes import N_HANDS, stroke_glyph_mask
+    for k in range(N_HANDS):
+        glyphs = [stroke_glyph_mask(f"hand:{k}", 56, str(d)) for d in range(10)]
+        masks = [m for m, _ in glyphs]
+        assert all(m.size and m.max() == 255 for m in masks), k
+        assert len({(m.shape, m.tobytes()) for m in masks}) == 10, k
+        # figures hang from one line top: tops differ by at most the tremor, not by a line
+        tops = [top for _, top in glyphs]
+        assert max(tops) - min(tops) <= 0.15 * 56, (k, tops)
+        # digit height ~ FIGURE_HEIGHT x size, the same for every writer (the renderer sizes by it)
+        assert 0.6 * 56 <= masks[0].shape[0] <= 0.95 * 56, (k, masks[0].shape)
+
+
+def test_marker_fonts_are_offered_and_letters_fall_back_to_an_outline_font():
+    from digitdet.data.synth_fonts import glyph_mask
+    from digitdet.data.synth_strokes import stroke_glyph_mask
+    hands = [f for f in available_fonts() if f.source == "strokes"]
+    assert len(hands) >= 16 and all(f.style == "marker" for f in hands)
+    letter, _ = glyph_mask(hands[0].path, 40, "A")  # distractor letters of a marker sample
+    assert letter.size and letter.max() == 255
+    with pytest.raises(ValueError, match="digits only"):
+        stroke_glyph_mask(hands[0].path, 40, "A")
+    with pytest.raises(ValueError, match="unknown stroke font"):
+        stroke_glyph_mask("hand:999", 40, "1")

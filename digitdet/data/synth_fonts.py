@@ -9,6 +9,7 @@ Fonts come from three places, best first; the renderer works with whatever subse
    pinned in ``pyproject.toml``).
 3. matplotlib's bundled fonts (DejaVu, Computer Modern, STIX): always present, so even a
    bare CI machine gets a dozen faces.
+4. Marker handwriting drawn stroke by stroke (``synth_strokes``, keys ``hand:K``): always present.
 
 Only the curated file names below are used: a random system font may lack digits or draw
 symbols instead. Each found font is also checked to draw ten distinct digit glyphs.
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from digitdet.data.synth_strokes import is_stroke_key, stroke_glyph_mask, stroke_keys
 
 # (file name, style tag). Style tags only steer sampling weights and the fonts report.
 SYSTEM_FONTS = {
@@ -137,7 +140,13 @@ def available_fonts() -> tuple[FontInfo, ...]:
              if _draws_digits(f.path)]
     if not fonts:
         raise RuntimeError("no usable font found: install matplotlib (it ships DejaVu) or `make fonts`")
-    return tuple(fonts)
+    return tuple(fonts) + tuple(FontInfo(key, style, "strokes") for key, style in stroke_keys())
+
+
+@functools.lru_cache(maxsize=1)
+def fallback_font_path() -> str:
+    """The outline font that draws what stroke fonts do not (letters, small text): the first found."""
+    return next(f.path for f in available_fonts() if not is_stroke_key(f.path))
 
 
 def fonts_report() -> str:
@@ -152,8 +161,9 @@ def fonts_report() -> str:
 
 @functools.lru_cache(maxsize=1024)
 def font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    """The FreeType face at ``path`` at ``size`` px per em, loaded once per process."""
-    return ImageFont.truetype(path, size)
+    """The FreeType face at ``path`` at ``size`` px per em, loaded once per process (for a
+    stroke font: the fallback outline font)."""
+    return ImageFont.truetype(fallback_font_path() if is_stroke_key(path) else path, size)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -162,8 +172,15 @@ def glyph_mask(path: str, size: int, char: str) -> tuple[np.ndarray, int]:
 
     The top offset is the mask's first row measured from the font's ascender line, so
     masks of one font and size placed at ``line_top + offset`` share a baseline.
-    The returned array is shared by the cache: callers must not modify it.
+    The returned array is shared by the cache: callers must not modify it. A stroke font
+    (``synth_strokes``) draws its digits; its other characters come from the fallback font.
     """
+    if is_stroke_key(path):
+        if char.isdigit():
+            mask, top = stroke_glyph_mask(path, size, char)
+            mask.setflags(write=False)
+            return mask, top
+        path = fallback_font_path()
     face = font(path, size)
     ascent, descent = face.getmetrics()
     pad = size // 2
