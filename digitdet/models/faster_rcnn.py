@@ -56,7 +56,7 @@ def fixed_scale_roi_pool(names: list[str], cfg) -> MultiScaleRoIAlign:
     keeps them; a first batch of short, wide photos (30x250 -> 38x320) makes it infer
     [1/4, 1/8] instead of [1/8, 1/16] for the rest of the run. Stage k has stride 2**(k+1).
     """
-    pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+    pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=cfg.roi_sampling_ratio)
     return _fix_strides(pool, [k + 1 for k in cfg.returned_layers])
 
 
