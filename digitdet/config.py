@@ -65,7 +65,7 @@ class Config:
     representation_size: int = 256  # width of the two-layer box head (torchvision: 1024)
     # RoIAlign samples per 7x7 bin side (torchvision: 2). A digit RoI covers only a few cells of a
     # stride-8 map, so 1 loses little, and it halves RoIAlign's backward: the single biggest op of a
-    # CPU training step at digit scale (bench/profile_stages.py; README "Speed").
+    # CPU training step at digit scale (torch.profiler; README "Speed").
     roi_sampling_ratio: int = 2
     box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitdet.data.synth_strokes import is_stroke_key, stroke_glyph_mask, stroke_keys
+from digitdet.data.synth_strokes import is_stroke_key, stroke_glyph_mask, stroke_keys, tight_mask
 
 # (file name, style tag). Style tags only steer sampling weights and the fonts report.
 SYSTEM_FONTS = {
@@ -175,25 +175,17 @@ def glyph_mask(path: str, size: int, char: str) -> tuple[np.ndarray, int]:
     The returned array is shared by the cache: callers must not modify it. A stroke font
     (``synth_strokes``) draws its digits; its other characters come from the fallback font.
     """
-    if is_stroke_key(path):
-        if char.isdigit():
-            mask, top = stroke_glyph_mask(path, size, char)
-            mask.setflags(write=False)
-            return mask, top
-        path = fallback_font_path()
-    face = font(path, size)
-    ascent, descent = face.getmetrics()
-    pad = size // 2
-    canvas = Image.new("L", (2 * size + 2 * pad, ascent + descent + 2 * pad), 0)
-    ImageDraw.Draw(canvas).text((pad, pad), char, font=face, fill=255)
-    arr = np.asarray(canvas)
-    rows = np.flatnonzero(arr.max(axis=1) >= 128)
-    cols = np.flatnonzero(arr.max(axis=0) >= 128)
-    if rows.size == 0:
-        return np.zeros((0, 0), np.uint8), 0
-    mask = arr[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy()
+    if is_stroke_key(path) and char.isdigit():
+        mask, top = stroke_glyph_mask(path, size, char)
+    else:
+        face = font(path, size)  # a stroke font's letters: the fallback font's
+        ascent, descent = face.getmetrics()
+        pad = size // 2
+        canvas = Image.new("L", (2 * size + 2 * pad, ascent + descent + 2 * pad), 0)
+        ImageDraw.Draw(canvas).text((pad, pad), char, font=face, fill=255)
+        mask, top = tight_mask(np.asarray(canvas), pad)
     mask.setflags(write=False)
-    return mask, int(rows[0] - pad)
+    return mask, top
 
 
 def digit_height(path: str, size: int) -> int:

@@ -14,7 +14,7 @@ now ordinary outline faces, no longer single-stroke fonts).
 
 Contract, the same as ``synth_fonts.glyph_mask``: (uint8 mask, 255 = ink, tight; top offset of
 the mask's first row from the line top), masks of one key and size share a baseline. Letters
-(distractors) are not drawn by strokes: callers use ``FALLBACK_FONT`` for them.
+(distractors) are not drawn by strokes: ``synth_fonts`` draws them in ``fallback_font_path()``.
 """
 from __future__ import annotations
 
@@ -97,11 +97,12 @@ def _hand_mask(k: int, size: int, char: str) -> tuple[np.ndarray, int]:
             pts.append((px, pad + (y + dy) * h))
         poly = np.round(np.array(pts) * (1 << SHIFT)).astype(np.int32)
         cv2.polylines(canvas, [poly], False, 255, pen, cv2.LINE_AA, SHIFT)
-    return _tight(canvas, pad - pen // 2)
+    return tight_mask(canvas, pad - pen // 2)
 
 
-def _tight(canvas: np.ndarray, line_top: int) -> tuple[np.ndarray, int]:
-    """Crop to pixels >= 128 (like synth_fonts.glyph_mask); top offset from ``line_top``."""
+def tight_mask(canvas: np.ndarray, line_top: int) -> tuple[np.ndarray, int]:
+    """(``canvas`` cropped to its pixels >= 128, a copy; its first row's offset from row
+    ``line_top``): the tight glyph mask of every typeface, outline (synth_fonts) or stroked."""
     rows = np.flatnonzero(canvas.max(axis=1) >= 128)
     cols = np.flatnonzero(canvas.max(axis=0) >= 128)
     if rows.size == 0:
