@@ -26,10 +26,11 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg, scaler=None,
-                    start_step: int = 0, on_step=None, progress: bool = True) -> dict:
+                    start_step: int = 0, on_step=None, progress: bool = True, ema=None) -> dict:
     """Train over ``loader`` (whose sampler already skips the ``start_step`` batches done).
 
-    Steps the optimizer every ``cfg.grad_accum`` batches, clips gradients to ``cfg.clip_grad``.
+    Steps the optimizer every ``cfg.grad_accum`` batches, clips gradients to ``cfg.clip_grad``,
+    then updates ``ema`` (an ``AveragedModel`` of the unwrapped model, see optim.build_ema).
     ``on_step(step_in_epoch)`` is called after each optimizer step (checkpoints, time
     budget); it returns True to stop the epoch early. Returns the mean of each loss term,
     the last lr, images/s and ``steps`` (batches done in this epoch, counting start_step),
@@ -61,6 +62,8 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg
         if boundary:
             _optimizer_step(model, optimizer, scaler, cfg.clip_grad)
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(getattr(model, "module", model))
         n_batches += 1
         n_images += len(images)
         for k in LOSS_NAMES:

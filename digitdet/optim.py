@@ -1,8 +1,11 @@
-"""Optimizer and learning-rate schedule from the config.
+"""Optimizer, learning-rate schedule and weight averaging (EMA) from the config.
 
 The schedule is per optimizer step: a linear warm-up over ``warmup_iters`` steps from
 ``lr * warmup_factor`` to ``lr``, then cosine to 0, step decay at ``lr_steps`` epochs, or a
 one-cycle (cosine up then down) shape. A plain LambdaLR, so its state_dict resumes exactly.
+
+``build_ema`` keeps an exponential moving average of the weights (and BatchNorm statistics)
+with torch's own ``AveragedModel``; validation, best.pt and predictions use the average.
 """
 from __future__ import annotations
 
@@ -50,3 +53,34 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg) -> float:
 def build_scheduler(optimizer, total_steps: int, steps_per_epoch: int, cfg):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, cfg))
+
+
+def ema_decay_at(n_averaged: int, decay: float) -> float:
+    """EMA decay after ``n_averaged`` updates: ``min(decay, (1 + n) / (10 + n))``.
+
+    The ramp (timm's and TensorFlow's warm-up of the decay) averages over roughly the last
+    tenth of the steps so far, so early random weights leave the average quickly and short
+    runs (the 4-minute demo, a few hundred steps) still get an average of their last steps.
+    """
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
+def build_ema(model: torch.nn.Module, decay: float):
+    """An ``AveragedModel`` of ``model`` (parameters and buffers) with :func:`ema_decay_at`, or
+    None when ``decay`` is 0. Call ``ema.update_parameters(model)`` after each optimizer step;
+    ``ema.module`` is the averaged detector. Integer buffers (BatchNorm's batch counters) are
+    copied, not averaged."""
+    if decay == 0:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"ema_decay={decay}: choose 0 (off) or a value in (0, 1), e.g. 0.9995")
+    from torch.optim.swa_utils import AveragedModel
+
+    def update(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - ema_decay_at(int(n_averaged), decay))
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)

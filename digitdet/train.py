@@ -2,7 +2,8 @@
 
 Run folder (``out_dir``): ``config.yaml`` (resolved config), ``last.pt`` (everything needed to
 resume, written every ``cfg.save_every_steps`` optimizer steps and at each epoch end),
-``best.pt`` (weights + config + decoder settings of the best validation score),
+``best.pt`` (weights + config + decoder settings of the best validation score; with
+``cfg.ema_decay`` the averaged weights, which are also the ones validated),
 ``metrics.csv`` (one row per epoch), ``tb/`` (TensorBoard). All writes are atomic.
 
 Under ``torchrun`` (see :mod:`digitdet.distributed`) the same function trains with
@@ -33,7 +34,7 @@ from digitdet.engine import train_one_epoch
 from digitdet.evaluation import evaluate
 from digitdet.io import load_checkpoint, save_checkpoint
 from digitdet.models.faster_rcnn import build_model
-from digitdet.optim import build_optimizer, build_scheduler
+from digitdet.optim import build_ema, build_optimizer, build_scheduler
 from digitdet.report import write_run_pictures
 
 log = logging.getLogger("digitdet")
@@ -74,11 +75,12 @@ class Checkpointer:
         self.csv_path = out_dir / "metrics.csv"
 
     @main_only
-    def save_last(self, model, optimizer, scheduler, scaler, progress: dict) -> None:
+    def save_last(self, model, optimizer, scheduler, scaler, progress: dict, ema=None) -> None:
         save_checkpoint(self.out / "last.pt", {
             "model": model_state(model), "config": self.cfg.to_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
+            "ema": ema.state_dict() if ema is not None else {},
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "progress": progress})
@@ -106,8 +108,12 @@ def _plain(metrics: dict) -> dict:
             for k, v in metrics.items()}
 
 
-def _restore(state: dict, model, optimizer, scheduler, scaler) -> dict:
+def _restore(state: dict, model, optimizer, scheduler, scaler, ema) -> dict:
     load_model_state(model, state["model"])
+    if ema is not None:
+        if not state.get("ema"):
+            raise ValueError("last.pt has no weight average (ema) to resume; it was saved with ema_decay=0")
+        ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
@@ -190,6 +196,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: object  # torch.amp.GradScaler on CUDA with AMP, else None
+    ema: object  # torch.optim.swa_utils.AveragedModel of the unwrapped model (cfg.ema_decay), else None
     prog: dict  # epoch, step_in_epoch, best_value, best_epoch, evals_since_best, elapsed_s, history
     ckpt: Checkpointer
     writer: object  # TensorBoard SummaryWriter on rank 0, else None
@@ -221,15 +228,16 @@ def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epo
     optimizer = build_optimizer(model, dataclasses.replace(cfg, lr=_scaled_lr(cfg)))
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and dev.type == "cuda" else None
+    ema = build_ema(model, cfg.ema_decay)
     prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1,
             "evals_since_best": 0, "elapsed_s": 0.0, "history": [], "world_size": world_size()}
     if state is not None:
-        prog = _restore(state, model, optimizer, scheduler, scaler)
+        prog = _restore(state, model, optimizer, scheduler, scaler, ema)
         _adapt_to_world(prog, cfg, optimizer, scheduler, steps_per_epoch)
         log.info("resuming %s at epoch %d, batch %d", out_dir, prog["epoch"], prog["step_in_epoch"])
     model = wrap_model(model, dev, cfg.sync_bn)  # DDP under torchrun (after restoring: plain keys)
     writer = SummaryWriter(str(out_dir / "tb")) if is_main() else None
-    return _Run(cfg, dev, model, optimizer, scheduler, scaler, prog, Checkpointer(out_dir, cfg), writer)
+    return _Run(cfg, dev, model, optimizer, scheduler, scaler, ema, prog, Checkpointer(out_dir, cfg), writer)
 
 
 def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = False,
@@ -264,7 +272,7 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     # 5. Pictures of the finished run.
     if is_main():
         run.writer.close()
-        _write_pictures(out_dir, unwrap(run.model), valid_loader, run.dev, valid_gt,
+        _write_pictures(out_dir, _evaluated(run), valid_loader, run.dev, valid_gt,
                         split_paths(data_root, "valid")[0], cfg, progress)
     return {"stopped": stop_reason, **_result(run.prog)}
 
@@ -288,25 +296,33 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
             elif cfg.time_budget_min and broadcast_object(prog["elapsed_s"] > cfg.time_budget_min * 60):
                 stop_reason = "time_budget"
             if stop_reason or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
-                run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog)
+                run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog, run.ema)
             return bool(stop_reason)
 
         stats = train_one_epoch(run.model, run.optimizer, run.scheduler, loader, run.dev, epoch, cfg, run.scaler,
-                                start_step=prog["step_in_epoch"], on_step=on_step, progress=progress)
+                                start_step=prog["step_in_epoch"], on_step=on_step, progress=progress, ema=run.ema)
         if stop_reason == "stop_after_steps":
             return stop_reason
         broadcast_buffers(run.model)  # rank 0's BatchNorm statistics: the model evaluated is the one saved
-        row = _end_of_epoch(run.model, eval_loader, run.dev, valid_gt, cfg, epoch, stats, prog, run.ckpt, run.writer,
-                            final=bool(stop_reason) or epoch == cfg.epochs - 1, progress=progress)
+        if run.ema is not None:
+            broadcast_buffers(run.ema.module)
+        row = _end_of_epoch(_evaluated(run), eval_loader, run.dev, valid_gt, cfg, epoch, stats, prog, run.ckpt,
+                            run.writer, final=bool(stop_reason) or epoch == cfg.epochs - 1, progress=progress,
+                            raw=unwrap(run.model) if run.ema is not None else None)
         prog.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.perf_counter() - t_start)
         prog["history"].append(row)
-        run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog)
+        run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog, run.ema)
         if stop_reason:
             return stop_reason
         if cfg.early_stop_patience and prog["evals_since_best"] >= cfg.early_stop_patience:
             log.info("early stop: %s did not improve in %d evaluations", cfg.best_metric, cfg.early_stop_patience)
             return "early_stop"
     return ""
+
+
+def _evaluated(run: _Run) -> torch.nn.Module:
+    """The model that is validated, saved as best.pt and drawn: the weight average when there is one."""
+    return run.ema.module if run.ema is not None else unwrap(run.model)
 
 
 def _write_pictures(out_dir, model, valid_loader, dev, valid_gt, images_dir, cfg, progress: bool) -> None:
@@ -325,13 +341,16 @@ def _result(prog: dict) -> dict:
 
 
 def _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, ckpt, writer,
-                  final: bool, progress: bool) -> dict:
-    """Validate when due, keep best.pt, log a row to CSV and TensorBoard; returns the row."""
+                  final: bool, progress: bool, raw=None) -> dict:
+    """Validate ``model`` when due, keep best.pt, log a row to CSV and TensorBoard; returns the row.
+
+    ``raw``: the trained weights when ``model`` is their average; validated too at the end of the
+    run and logged, so the log shows what the average gained."""
     row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in stats.items() if k not in ("stopped", "steps")},
            "map": "", "ap50": "", "ap75": "", "accuracy": ""}
     due = final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
     if due:
-        metrics, _ = evaluate(unwrap(model), valid_loader, dev, valid_gt, cfg, progress=progress)
+        metrics, _ = evaluate(model, valid_loader, dev, valid_gt, cfg, progress=progress)
         row.update({k: round(float(metrics[k]), 5) for k in ("map", "ap50", "ap75", "accuracy")})
         value = metrics[cfg.best_metric]
         if value > prog["best_value"]:
@@ -342,6 +361,10 @@ def _end_of_epoch(model, valid_loader, dev, valid_gt, cfg, epoch, stats, prog, c
         log.info("epoch %d: loss %.4f  mAP %.4f  AP50 %.4f  accuracy %.4f  (best %s %.4f @ %d)", epoch + 1,
                  stats["loss"], metrics["map"], metrics["ap50"], metrics["accuracy"], cfg.best_metric,
                  prog["best_value"], prog["best_epoch"])
+        if final and raw is not None:
+            m, _ = evaluate(raw, valid_loader, dev, valid_gt, cfg, progress=progress)
+            log.info("the same weights without averaging (ema_decay=0): mAP %.4f  AP50 %.4f  accuracy %.4f",
+                     m["map"], m["ap50"], m["accuracy"])
     else:
         log.info("epoch %d: loss %.4f", epoch + 1, stats["loss"])
     if final and not (ckpt.out / "best.pt").exists():

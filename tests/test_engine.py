@@ -42,3 +42,28 @@ def test_grad_accum_steps_every_n_batches_and_syncs_only_then():
     # batches 2 and 4 complete a group of 2; batch 5, the last, steps with what it has
     assert out["steps"] == 5 and len(steps) == 1 + 3  # LambdaLR calls the lambda once at construction
     assert model.synced == [False, True, False, True, True]
+
+
+def test_ema_follows_the_weights_with_the_ramped_decay():
+    from digitdet.optim import build_ema, ema_decay_at
+
+    assert build_ema(torch.nn.Linear(1, 1), 0.0) is None
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = build_ema(model, 0.99)
+    history = []
+    for step in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(step))
+        model.train()(torch.randn(4, 2))  # moves BatchNorm's statistics and its integer counter
+        history.append(float(step))
+        ema.update_parameters(model)
+    # the first update copies; update n (n >= 1) moves by 1 - decay_at(n)
+    expected = history[0]
+    for n, value in enumerate(history[1:], start=1):
+        d = ema_decay_at(n, 0.99)
+        expected = d * expected + (1 - d) * value
+    assert ema_decay_at(0, 0.99) == 0.1 and ema_decay_at(10**6, 0.99) == 0.99
+    assert torch.allclose(ema.module[0].weight, torch.full((2, 2), expected))
+    assert not torch.allclose(ema.module[0].weight, model[0].weight)
+    assert ema.module[1].num_batches_tracked == model[1].num_batches_tracked == 30  # copied, not averaged

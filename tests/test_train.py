@@ -33,6 +33,20 @@ def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     assert a["progress"]["epoch"] == b["progress"]["epoch"] == 2
 
 
+def test_ema_resumes_exactly_and_is_what_best_pt_holds(tiny_data, tmp_path):
+    cfg = tiny_cfg("epochs=2", "save_every_steps=0", "ema_decay=0.9")
+    fit(cfg, tiny_data, tmp_path / "a", progress=False)
+    fit(cfg, tiny_data, tmp_path / "b", progress=False, stop_after_steps=4)
+    fit(Config(), tiny_data, tmp_path / "b", resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in "ab")
+    assert a["ema"]["n_averaged"] == 6  # one update per optimizer step
+    for k, v in a["ema"].items():
+        assert torch.equal(v, b["ema"][k]), k
+    best = load_checkpoint(tmp_path / "a" / "best.pt")["model"]  # eval_every=0: the final evaluation
+    w = "backbone.fpn.layer_blocks.0.0.weight"
+    assert torch.equal(best[w], a["ema"]["module." + w]) and not torch.equal(best[w], a["model"][w])
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny_data, tmp_path):
     fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="--resume"):
