@@ -12,6 +12,9 @@ whole-number accuracy from digitdet.metrics, for every model.
 * digitdet recipes (configs/*.yaml): `fit` with ``time_budget_min``; the epoch count is chosen
   from a short throughput probe so the learning-rate schedule ends near the budget. The
   recipe's backbone pre-training (``pretrain_epochs``) and the probe count in the budget.
+  ``--procs P`` trains with P processes of ``--threads`` threads each (`torchrun`, gloo), the
+  fastest way to use several CPU cores: a detector's small tensors keep one thread per process
+  far busier than P threads in one process.
 * yolov8n: ultralytics built from ``yolov8n.yaml`` (nc=10, no weights), its default recipe
   (mosaic, EMA, warm-up) with ``time=`` the budget, imgsz 160, batch 32, no per-epoch
   validation; needs the ``bench`` extra. The optimizer is the one ultralytics' ``auto`` picks
@@ -25,6 +28,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,30 +73,43 @@ def probe_images_per_s(cfg, data: Path, seconds: float = 40.0) -> float:
             n += len(images)
 
 
-def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0) -> Path:
+def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0,
+                 procs: int = 1, threads: int = 1, train_images: int = 0) -> Path:
     """Train a digitdet recipe within ``minutes``, its backbone pre-training included (an
     ``out/backbone.pt`` already there is reused, and its time is then not counted). ``epochs``
     > 0 fixes the number of passes instead of planning it from the throughput probe (which
-    under-plans when other processes share the cores while it runs)."""
+    under-plans when other processes share the cores while it runs), over ``train_images`` images
+    per pass (0: all). ``procs`` > 1 trains
+    under torchrun with ``threads`` threads per process (the probe, one process, is scaled by
+    ``procs``); pre-training then uses procs x threads threads in this process."""
     from digitdet.train import _pretrain, fit
 
     cfg = load_config(recipe, [f"workers={workers}", "eval_every=0", "save_every_steps=0"])
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.pretrain_epochs and cfg.pretrained == "none":
+        torch.set_num_threads(procs * threads)
         cfg.pretrained, cfg.pretrain_epochs = _pretrain(cfg, data, out), 0
+        torch.set_num_threads(threads)
     n_train = len(load_coco_digits(*reversed(split_paths(data, "train")), check_images=False)[0]["images"])
-    speed = 0.0 if epochs else probe_images_per_s(cfg, data)  # a fixed epoch count needs no probe
+    speed = 0.0 if epochs else probe_images_per_s(cfg, data) * procs  # a fixed epoch count needs no probe
     budget = minutes - (time.perf_counter() - t0) / 60  # pre-training and the probe count too
     seen = speed * budget * 60 * 0.9  # 10% for data loading and the final validation
     # whole passes over (nearly) all the data, as many as the budget holds: rounding down instead
     # left up to half the budget unused (1 epoch planned for a budget of 1.97)
     cfg.epochs = epochs or max(1, round(seen / n_train))
-    cfg.max_train_images = n_train if epochs else min(n_train, int(seen / cfg.epochs))
+    cfg.max_train_images = (train_images or n_train) if epochs else min(n_train, int(seen / cfg.epochs))
     cfg.time_budget_min = budget
     print(f"{recipe}: {speed:.1f} train img/s (0: not probed) -> {cfg.epochs} epochs of {cfg.max_train_images} images "
-          f"in {budget:.1f} min", flush=True)
-    fit(cfg, data, out, progress=False)
+          f"in {budget:.1f} min, {procs} process(es) x {threads} thread(s)", flush=True)
+    if procs == 1:
+        fit(cfg, data, out, progress=False)
+    else:  # the same fit() in every process; config.yaml of the run records what ran
+        (out / "bench_config.yaml").write_text(cfg.dumps())
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+                        "-m", "digitdet", "train", "--data", str(data), "--out", str(out), "--device", "cpu",
+                        "--threads", str(threads), "--quiet", "--config", str(out / "bench_config.yaml")],
+                       check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     return out / "best.pt"
 
 
@@ -182,7 +200,11 @@ def main(argv=None) -> None:
                    help="seed_r50v2 is scored on the first N valid/test images only (0.15 img/s inference)")
     p.add_argument("--epochs", type=int, default=0,
                    help="digitdet recipes: passes over the training set (default: planned from a throughput probe)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-images", type=int, default=0,
+                   help="with --epochs: training images per pass (default: all)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (per process with --procs)")
+    p.add_argument("--procs", type=int, default=1,
+                   help="digitdet recipes: train with this many processes (torchrun, gloo) of --threads each")
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -197,7 +219,8 @@ def main(argv=None) -> None:
             dv, dt = yolo_detections(model, args.data, "valid"), yolo_detections(model, args.data, "test")
         else:
             minutes = args.seed_minutes if name == "seed_r50v2" and args.seed_minutes else args.minutes
-            weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs)
+            weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs, args.procs, args.threads,
+                                   args.train_images)
             limit = args.seed_eval_images if name == "seed_r50v2" else 0
             dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit)
             dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit)
