@@ -9,9 +9,9 @@ number-reading threshold (digitdet.decode.tune_decoder), and the figures reporte
 DATA/test (its truth in test_gt.json, as `digitdet synth` writes it): COCO mAP, AP50 and
 whole-number accuracy from digitdet.metrics, for every model.
 
-* digitdet recipes (configs/*.yaml): `fit` with ``time_budget_min``; the epoch count is chosen
-  from a short throughput probe so the learning-rate schedule ends near the budget. The
-  recipe's backbone pre-training (``pretrain_epochs``) and the probe count in the budget.
+* digitdet recipes (configs/*.yaml): `fit` with ``time_budget_min`` (what is left of the budget
+  after the recipe's backbone pre-training, ``pretrain_epochs``), which plans the learning-rate
+  schedule from the measured time per step so that it ends within the budget.
   ``--procs P`` trains with P processes of ``--threads`` threads each (`torchrun`, gloo), the
   fastest way to use several CPU cores: a detector's small tensors keep one thread per process
   far busier than P threads in one process.
@@ -45,43 +45,14 @@ from digitdet.inference import load_detector
 from digitdet.metrics import gt_numbers
 
 
-def probe_images_per_s(cfg, data: Path, seconds: float = 40.0) -> float:
-    """Training images/s of ``cfg`` measured on the first training images."""
-    from digitdet.data.coco import collate, DigitDataset
-    from digitdet.data.transforms import build_transforms
-    from digitdet.models.faster_rcnn import build_model
-
-    images_dir, ann = split_paths(data, "train")
-    coco, _ = load_coco_digits(ann, images_dir, check_images=False)
-    ds = DigitDataset(coco, images_dir, build_transforms(cfg.augment, True), max_images=cfg.batch_size * 4)
-    batches = [collate([ds[i] for i in range(j, j + cfg.batch_size)]) for j in range(0, len(ds), cfg.batch_size)]
-    model = build_model(cfg).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    n, t0, k = 0, None, 0
-    while True:
-        images, targets = batches[k % len(batches)]
-        loss = sum(model(list(images), list(targets)).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        k += 1
-        if k == 1:
-            t0 = time.perf_counter()  # the first step warms up
-        elif time.perf_counter() - t0 > seconds:
-            return n / (time.perf_counter() - t0)
-        else:
-            n += len(images)
-
-
 def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0,
                  procs: int = 1, threads: int = 1, train_images: int = 0) -> Path:
     """Train a digitdet recipe within ``minutes``, its backbone pre-training included (an
-    ``out/backbone.pt`` already there is reused, and its time is then not counted). ``epochs``
-    > 0 fixes the number of passes instead of planning it from the throughput probe (which
-    under-plans when other processes share the cores while it runs), over ``train_images`` images
-    per pass (0: all). ``procs`` > 1 trains
-    under torchrun with ``threads`` threads per process (the probe, one process, is scaled by
-    ``procs``); pre-training then uses procs x threads threads in this process."""
+    ``out/backbone.pt`` already there is reused, and its time is then not counted). By default
+    passes over all the training images until fit's time-budget plan ends the schedule;
+    ``epochs`` > 0 caps the passes (of ``train_images`` images each, 0: all). ``procs`` > 1 trains
+    under torchrun with ``threads`` threads per process; pre-training then uses procs x threads
+    threads in this process."""
     from digitdet.train import _pretrain, fit
 
     cfg = load_config(recipe, [f"workers={workers}", "eval_every=0", "save_every_steps=0"])
@@ -92,16 +63,12 @@ def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: in
         cfg.pretrained, cfg.pretrain_epochs = _pretrain(cfg, data, out), 0
         torch.set_num_threads(threads)
     n_train = len(load_coco_digits(*reversed(split_paths(data, "train")), check_images=False)[0]["images"])
-    speed = 0.0 if epochs else probe_images_per_s(cfg, data) * procs  # a fixed epoch count needs no probe
-    budget = minutes - (time.perf_counter() - t0) / 60  # pre-training and the probe count too
-    seen = speed * budget * 60 * 0.9  # 10% for data loading and the final validation
-    # whole passes over (nearly) all the data, as many as the budget holds: rounding down instead
-    # left up to half the budget unused (1 epoch planned for a budget of 1.97)
-    cfg.epochs = epochs or max(1, round(seen / n_train))
-    cfg.max_train_images = (train_images or n_train) if epochs else min(n_train, int(seen / cfg.epochs))
+    budget = minutes - (time.perf_counter() - t0) / 60  # pre-training counts too
+    cfg.epochs = epochs or 1000  # fit plans the schedule's length from its speed (time_budget_min)
+    cfg.max_train_images = train_images or n_train
     cfg.time_budget_min = budget
-    print(f"{recipe}: {speed:.1f} train img/s (0: not probed) -> {cfg.epochs} epochs of {cfg.max_train_images} images "
-          f"in {budget:.1f} min, {procs} process(es) x {threads} thread(s)", flush=True)
+    print(f"{recipe}: at most {cfg.epochs} epochs of {cfg.max_train_images} images in {budget:.1f} min, "
+          f"{procs} process(es) x {threads} thread(s)", flush=True)
     if procs == 1:
         fit(cfg, data, out, progress=False)
     else:  # the same fit() in every process; config.yaml of the run records what ran
@@ -199,7 +166,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed-eval-images", type=int, default=50,
                    help="seed_r50v2 is scored on the first N valid/test images only (0.15 img/s inference)")
     p.add_argument("--epochs", type=int, default=0,
-                   help="digitdet recipes: passes over the training set (default: planned from a throughput probe)")
+                   help="digitdet recipes: at most this many passes (default: as many as the budget holds)")
     p.add_argument("--train-images", type=int, default=0,
                    help="with --epochs: training images per pass (default: all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (per process with --procs)")

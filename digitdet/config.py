@@ -108,7 +108,12 @@ class Config:
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     max_train_images: int = 0  # use only the first N training images (0 = all): quick runs
     max_valid_images: int = 0
-    time_budget_min: float = 0.0  # stop training after this many minutes (0 = no limit)
+    # Train for at most this many minutes (0 = no limit). The lr schedule is planned to end in the
+    # budget: after 20 optimizer steps, and again after each epoch, the measured time per step sets
+    # how many steps the schedule has (at most `epochs` worth), so a 60-minute run anneals to lr 0
+    # at ~58 minutes instead of being cut mid-schedule. The plan depends on the machine's speed, so
+    # two budgeted runs may differ; for bit-reproducible runs set epochs and leave this at 0.
+    time_budget_min: float = 0.0
     # ---- prediction / decoding -------------------------------------------------------------
     pred_score_thresh: float = 0.05  # detections kept in pred.json (low: mAP rewards recall)
     pred_max_per_image: int = 30

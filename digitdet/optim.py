@@ -3,6 +3,7 @@
 The schedule is per optimizer step: a linear warm-up over ``warmup_iters`` steps from
 ``lr * warmup_factor`` to ``lr``, then cosine to 0, step decay at ``lr_steps`` epochs, or a
 one-cycle (cosine up then down) shape. A plain LambdaLR, so its state_dict resumes exactly.
+With a time budget, ``plan_total_steps`` sets the schedule's length to the steps that fit it.
 
 ``build_ema`` keeps an exponential moving average of the weights (and BatchNorm statistics)
 with torch's own ``AveragedModel``; validation, best.pt and predictions use the average.
@@ -50,9 +51,27 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg) -> float:
     raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose cosine, step or onecycle")
 
 
-def build_scheduler(optimizer, total_steps: int, steps_per_epoch: int, cfg):
+def build_scheduler(optimizer, total_steps, steps_per_epoch: int, cfg):
+    """LambdaLR of :func:`lr_factor`. ``total_steps``: an int, or a function returning it, read at
+    every step (a time-budgeted run re-plans its schedule's length while it trains)."""
+    total = total_steps if callable(total_steps) else (lambda: total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, cfg))
+        optimizer, lambda s: lr_factor(s, total(), steps_per_epoch, cfg))
+
+
+def plan_total_steps(steps_done: int, seconds_per_step: float, elapsed_s: float, budget_s: float,
+                     max_steps: int, margin: float = 0.97) -> int:
+    """Optimizer steps a run can take in total so that its training ends within ``budget_s``.
+
+    ``steps_done`` steps took ``elapsed_s`` so far; the rest go at ``seconds_per_step``
+    (measured, evaluation time included). ``margin`` keeps a little of the budget for the
+    final validation and for speed that drifts. Never more than ``max_steps`` (the epochs
+    asked for), never fewer than ``steps_done + 1``.
+    """
+    if seconds_per_step <= 0:
+        return max_steps
+    fit_in = int((budget_s * margin - elapsed_s) / seconds_per_step)
+    return max(min(max_steps, steps_done + fit_in), min(steps_done + 1, max_steps))
 
 
 def ema_decay_at(n_averaged: int, decay: float) -> float:

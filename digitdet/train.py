@@ -34,7 +34,7 @@ from digitdet.engine import train_one_epoch
 from digitdet.evaluation import evaluate
 from digitdet.io import load_checkpoint, save_checkpoint
 from digitdet.models.faster_rcnn import build_model
-from digitdet.optim import build_ema, build_optimizer, build_scheduler
+from digitdet.optim import build_ema, build_optimizer, build_scheduler, plan_total_steps
 from digitdet.report import write_run_pictures
 
 log = logging.getLogger("digitdet")
@@ -144,7 +144,8 @@ def _adapt_to_world(prog: dict, cfg: Config, optimizer, scheduler, steps_per_epo
     if old == new:
         return
     seen = prog["step_in_epoch"] * cfg.batch_size * old
-    prog.update(step_in_epoch=seen // (cfg.batch_size * new), world_size=new)
+    prog.update(step_in_epoch=seen // (cfg.batch_size * new), world_size=new,
+                total_steps=min(cfg.epochs * steps_per_epoch, round(prog["total_steps"] * old / new)))
     step, base = prog["epoch"] * steps_per_epoch + prog["step_in_epoch"] // cfg.grad_accum, _scaled_lr(cfg)
     scheduler.base_lrs, scheduler.last_epoch = [base] * len(optimizer.param_groups), step
     for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
@@ -197,9 +198,10 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: object  # torch.amp.GradScaler on CUDA with AMP, else None
     ema: object  # torch.optim.swa_utils.AveragedModel of the unwrapped model (cfg.ema_decay), else None
-    prog: dict  # epoch, step_in_epoch, best_value, best_epoch, evals_since_best, elapsed_s, history
+    prog: dict  # epoch, step_in_epoch, best_value, best_epoch, evals_since_best, elapsed_s, history, total_steps
     ckpt: Checkpointer
     writer: object  # TensorBoard SummaryWriter on rank 0, else None
+    steps_per_epoch: int  # optimizer steps
 
 
 def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
@@ -226,18 +228,20 @@ def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epo
     # A resumed run's weights all come from last.pt: never re-read (or download) pretrained ones.
     model = build_model(dataclasses.replace(cfg, pretrained="none") if state else cfg).to(dev)
     optimizer = build_optimizer(model, dataclasses.replace(cfg, lr=_scaled_lr(cfg)))
-    scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg)
+    # the schedule's length lives in prog (saved in last.pt): a time budget re-plans it (_plan_schedule)
+    prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1, "evals_since_best": 0,
+            "elapsed_s": 0.0, "history": [], "world_size": world_size(), "total_steps": cfg.epochs * steps_per_epoch}
+    scheduler = build_scheduler(optimizer, lambda: prog["total_steps"], steps_per_epoch, cfg)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and dev.type == "cuda" else None
     ema = build_ema(model, cfg.ema_decay)
-    prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1,
-            "evals_since_best": 0, "elapsed_s": 0.0, "history": [], "world_size": world_size()}
     if state is not None:
-        prog = _restore(state, model, optimizer, scheduler, scaler, ema)
+        prog.update(_restore(state, model, optimizer, scheduler, scaler, ema))  # in place: the schedule reads it
         _adapt_to_world(prog, cfg, optimizer, scheduler, steps_per_epoch)
         log.info("resuming %s at epoch %d, batch %d", out_dir, prog["epoch"], prog["step_in_epoch"])
     model = wrap_model(model, dev, cfg.sync_bn)  # DDP under torchrun (after restoring: plain keys)
     writer = SummaryWriter(str(out_dir / "tb")) if is_main() else None
-    return _Run(cfg, dev, model, optimizer, scheduler, scaler, ema, prog, Checkpointer(out_dir, cfg), writer)
+    return _Run(cfg, dev, model, optimizer, scheduler, scaler, ema, prog, Checkpointer(out_dir, cfg), writer,
+                steps_per_epoch)
 
 
 def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = False,
@@ -280,7 +284,8 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
 def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_steps: int, progress: bool) -> str:
     """Train from ``run.prog``'s position to the end; returns why it stopped early ("" when it did not)."""
     cfg, prog = run.cfg, run.prog
-    t_start, steps_this_call, stop_reason = time.perf_counter() - prog["elapsed_s"], [0], ""
+    t_call = time.perf_counter()
+    t_start, steps_this_call, stop_reason = t_call - prog["elapsed_s"], [0], ""
     for epoch in range(prog["epoch"], cfg.epochs):
         prog["epoch"] = epoch
         sampler.set_epoch(epoch, skip=prog["step_in_epoch"] * cfg.batch_size)
@@ -291,10 +296,13 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
             nonlocal stop_reason
             prog["step_in_epoch"], prog["elapsed_s"] = step, time.perf_counter() - t_start
             steps_this_call[0] += 1
+            if cfg.time_budget_min and steps_this_call[0] == PLAN_AFTER_STEPS:
+                _plan_schedule(run, (time.perf_counter() - t_call) / steps_this_call[0])
             if stop_after_steps and steps_this_call[0] >= stop_after_steps:
                 stop_reason = "stop_after_steps"
-            elif cfg.time_budget_min and broadcast_object(prog["elapsed_s"] > cfg.time_budget_min * 60):
-                stop_reason = "time_budget"
+            elif cfg.time_budget_min and (run.scheduler.last_epoch >= prog["total_steps"] or
+                                          broadcast_object(prog["elapsed_s"] > cfg.time_budget_min * 60)):
+                stop_reason = "time_budget"  # the schedule planned for the budget is done, or time is up
             if stop_reason or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
                 run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog, run.ema)
             return bool(stop_reason)
@@ -311,6 +319,8 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
                             raw=unwrap(run.model) if run.ema is not None else None)
         prog.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.perf_counter() - t_start)
         prog["history"].append(row)
+        if cfg.time_budget_min and not stop_reason and steps_this_call[0]:  # re-plan, validation time included
+            _plan_schedule(run, (time.perf_counter() - t_call) / steps_this_call[0])
         run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog, run.ema)
         if stop_reason:
             return stop_reason
@@ -318,6 +328,22 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
             log.info("early stop: %s did not improve in %d evaluations", cfg.best_metric, cfg.early_stop_patience)
             return "early_stop"
     return ""
+
+
+PLAN_AFTER_STEPS = 20  # optimizer steps timed before a time-budgeted run first plans its schedule
+
+
+def _plan_schedule(run: _Run, seconds_per_step: float) -> None:
+    """Time budget: give the lr schedule as many steps as fit the rest of the budget at
+    ``seconds_per_step`` (rank 0's measurement, sent to every rank so all plan alike)."""
+    cfg, prog = run.cfg, run.prog
+    total = broadcast_object(plan_total_steps(run.scheduler.last_epoch, seconds_per_step, prog["elapsed_s"],
+                                              cfg.time_budget_min * 60, cfg.epochs * run.steps_per_epoch))
+    if total != prog["total_steps"]:
+        log.info("time budget %.1f min at %.2f s/step: the lr schedule ends after %d optimizer steps "
+                 "(%.2f epochs; %d done)", cfg.time_budget_min, seconds_per_step, total,
+                 total / run.steps_per_epoch, run.scheduler.last_epoch)
+    prog["total_steps"] = total
 
 
 def _evaluated(run: _Run) -> torch.nn.Module:

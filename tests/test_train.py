@@ -47,6 +47,29 @@ def test_ema_resumes_exactly_and_is_what_best_pt_holds(tiny_data, tmp_path):
     assert torch.equal(best[w], a["ema"]["module." + w]) and not torch.equal(best[w], a["model"][w])
 
 
+def test_time_budget_plans_the_schedule_to_end_in_it(tiny_data, tmp_path, monkeypatch):
+    import digitdet.train as train
+
+    planned = []
+    monkeypatch.setattr(train, "PLAN_AFTER_STEPS", 2)
+    monkeypatch.setattr(train, "plan_total_steps", lambda *a: planned.append(a) or 5)  # "5 steps fit"
+    result = fit(tiny_cfg("epochs=3", "time_budget_min=60"), tiny_data, tmp_path / "t", progress=False)
+    last = load_checkpoint(tmp_path / "t" / "last.pt")
+    assert result["stopped"] == "time_budget" and last["progress"]["total_steps"] == 5
+    assert last["scheduler"]["last_epoch"] == 5 and last["scheduler"]["_last_lr"][0] == 0.0  # cosine ended at 0
+    # planned after 2 steps, then again after epoch 1 (3 steps); budget 3600 s, at most 3 epochs x 3 steps
+    assert [(p[0], p[3], p[4]) for p in planned] == [(2, 3600.0, 9), (3, 3600.0, 9)]
+
+
+def test_plan_total_steps_fits_the_budget():
+    from digitdet.optim import plan_total_steps
+    # 100 s used of 1000 (x 0.97 margin) at 2 s/step after 40 steps: (970 - 100) / 2 = 435 more
+    assert plan_total_steps(40, 2.0, 100.0, 1000.0, max_steps=10_000) == 40 + 435
+    assert plan_total_steps(40, 2.0, 100.0, 1000.0, max_steps=300) == 300  # the epochs asked for cap it
+    assert plan_total_steps(40, 2.0, 990.0, 1000.0, max_steps=300) == 41  # over budget: end after the next
+    assert plan_total_steps(40, 0.0, 100.0, 1000.0, max_steps=300) == 300  # not measured: no plan
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny_data, tmp_path):
     fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="--resume"):
