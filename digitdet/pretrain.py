@@ -108,8 +108,9 @@ def build_classifier(backbone: str, norm: str) -> nn.Module:
 
 def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm: str = "bn", epochs: int = 4,
                       batch_size: int = 128, lr: float = 3e-3, workers: int = 2, seed: int = 0,
-                      max_images: int = 0, progress: bool = True) -> dict:
-    """Train the classifier on train-split crops, report valid-split crop accuracy, save weights.
+                      max_images: int = 0, progress: bool = True, device: str | torch.device = "cpu") -> dict:
+    """Train the classifier on train-split crops (on ``device``), report valid-split crop accuracy,
+    save weights (on CPU, loadable anywhere).
 
     Writes ``out_path`` (a digitdet checkpoint whose "model" is the classifier's state dict,
     loadable by ``pretrained=out_path``). Returns {"train_loss", "valid_accuracy", "seconds"}.
@@ -119,7 +120,8 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
     valid_dir, valid_ann = split_paths(data_root, "valid")
     train = DigitCrops(load_coco_digits(train_ann, train_dir)[0], train_dir, seed, max_images=max_images)
     valid = DigitCrops(load_coco_digits(valid_ann, valid_dir)[0], valid_dir, seed + 1)
-    model = build_classifier(backbone, norm)
+    device = torch.device(device)
+    model = build_classifier(backbone, norm).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -130,6 +132,7 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         loader = DataLoader(train, batch_size, shuffle=True, generator=g, num_workers=workers, drop_last=True)
         for x, y in tqdm(loader, desc=f"pretrain {epoch}", disable=not progress, leave=False):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y, label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -139,15 +142,16 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
         acc = crop_accuracy(model, valid, batch_size, workers)
         log.info("pretrain epoch %d: loss %.4f, valid crop accuracy %.4f", epoch + 1, loss_avg, acc)
     meta = {"backbone": backbone, "norm": norm, "valid_accuracy": acc, "epochs": epochs}
-    save_checkpoint(out_path, {"model": model.state_dict(), "config": meta})
+    save_checkpoint(out_path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": meta})
     return {"train_loss": loss_avg, "valid_accuracy": acc, "seconds": time.perf_counter() - t0}
 
 
 @torch.inference_mode()
 def crop_accuracy(model: nn.Module, crops: DigitCrops, batch_size: int = 256, workers: int = 0) -> float:
     model.eval()
+    device = next(model.parameters()).device
     hits = n = 0
     for x, y in DataLoader(crops, batch_size, num_workers=workers):
-        hits += int((model(x).argmax(1) == y).sum())
+        hits += int((model(x.to(device)).argmax(1).cpu() == y).sum())
         n += len(y)
     return hits / max(n, 1)

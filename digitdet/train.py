@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -155,8 +156,9 @@ def _adapt_to_world(prog: dict, cfg: Config, optimizer, scheduler, steps_per_epo
                     old, new, prog["epoch"], prog["step_in_epoch"], step)
 
 
-def _pretrain(cfg: Config, data_root, out_dir: Path) -> str:
-    """Pre-train the backbone as a digit classifier (digitdet.pretrain) into out_dir/backbone.pt.
+def _pretrain(cfg: Config, data_root, out_dir: Path, device: str = "cpu") -> str:
+    """Pre-train the backbone as a digit classifier (digitdet.pretrain) into out_dir/backbone.pt,
+    on ``device`` (the training device: a GPU run pre-trains on its GPU).
 
     A finished backbone.pt (from a run killed later in its start) is reused, not redone.
     """
@@ -167,9 +169,16 @@ def _pretrain(cfg: Config, data_root, out_dir: Path) -> str:
         log.info("using the pre-trained backbone %s", path)
         return str(path)
     log.info("pre-training the %s backbone as a digit classifier (%d epochs)", cfg.backbone, cfg.pretrain_epochs)
-    result = pretrain_backbone(data_root, path, cfg.backbone, cfg.norm, epochs=cfg.pretrain_epochs,
-                               workers=cfg.workers, seed=cfg.seed, max_images=cfg.pretrain_max_images,
-                               progress=log.isEnabledFor(logging.INFO))
+    # Under torchrun rank 0 pre-trains alone while this node's other ranks wait: on a CPU it takes
+    # their threads too (2 processes of 1 thread on 2 cores: both cores, not one).
+    threads, local_world = torch.get_num_threads(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(threads * local_world)
+    try:
+        result = pretrain_backbone(data_root, path, cfg.backbone, cfg.norm, epochs=cfg.pretrain_epochs,
+                                   workers=cfg.workers, seed=cfg.seed, max_images=cfg.pretrain_max_images,
+                                   progress=log.isEnabledFor(logging.INFO), device=device)
+    finally:
+        torch.set_num_threads(threads)
     log.info("backbone pre-trained in %.0f s: %.3f crop accuracy on valid", result["seconds"], result["valid_accuracy"])
     return str(path)
 
@@ -204,13 +213,13 @@ class _Run:
     steps_per_epoch: int  # optimizer steps
 
 
-def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
+def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -> tuple[Config, dict | None]:
     """Run folder, config (saved as config.yaml, backbone pre-trained first when asked), seeds;
     returns the config to run with and, when resuming, the last checkpoint."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, state = on_main(_start, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
     if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
-        cfg.pretrained = on_main(_pretrain, cfg, data_root, out_dir)  # before config.yaml: it records the file
+        cfg.pretrained = on_main(_pretrain, cfg, data_root, out_dir, device)  # before config.yaml: it records it
     if is_main():
         (out_dir / "config.yaml").write_text(cfg.dumps())
     log.info("resolved config:\n%s", cfg.dumps())
@@ -256,7 +265,7 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     """
     # 1. Config, output folder, seeds.
     out_dir, progress = Path(out_dir), progress and is_main()
-    cfg, state = _prepare(cfg, data_root, out_dir, resume)
+    cfg, state = _prepare(cfg, data_root, out_dir, resume, device)
 
     # 2. Data.
     train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)

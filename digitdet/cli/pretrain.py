@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from digitdet.cli.common import setup
+from digitdet.inference import resolve_device
 from digitdet.pretrain import pretrain_backbone
 
 
@@ -21,6 +22,7 @@ def add_parser(sub, name):
     p.add_argument("--max-images", type=int, default=0, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: cuda when available)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -28,6 +30,7 @@ def add_parser(sub, name):
 def run(args) -> int:
     setup(args)
     result = pretrain_backbone(args.data, args.out, args.backbone, args.norm, args.epochs, args.batch_size,
-                               args.lr, args.workers, args.seed, args.max_images, progress=not args.quiet)
+                               args.lr, args.workers, args.seed, args.max_images, progress=not args.quiet,
+                               device=resolve_device(args.device))
     print(json.dumps({"weights": args.out, **{k: round(v, 4) for k, v in result.items()}}))
     return 0
