@@ -309,7 +309,7 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
                 _plan_schedule(run, (time.perf_counter() - t_call) / steps_this_call[0])
             if stop_after_steps and steps_this_call[0] >= stop_after_steps:
                 stop_reason = "stop_after_steps"
-            elif cfg.time_budget_min and (run.scheduler.last_epoch >= prog["total_steps"] or
+            elif cfg.time_budget_min and (_planned_end(run) or
                                           broadcast_object(prog["elapsed_s"] > cfg.time_budget_min * 60)):
                 stop_reason = "time_budget"  # the schedule planned for the budget is done, or time is up
             if stop_reason or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
@@ -353,6 +353,12 @@ def _plan_schedule(run: _Run, seconds_per_step: float) -> None:
                  "(%.2f epochs; %d done)", cfg.time_budget_min, seconds_per_step, total,
                  total / run.steps_per_epoch, run.scheduler.last_epoch)
     prog["total_steps"] = total
+
+
+def _planned_end(run: _Run) -> bool:
+    """The time budget shortened the schedule (to fewer steps than the epochs asked) and it is done."""
+    total = run.prog["total_steps"]
+    return total < run.cfg.epochs * run.steps_per_epoch and run.scheduler.last_epoch >= total
 
 
 def _evaluated(run: _Run) -> torch.nn.Module:

@@ -59,6 +59,9 @@ def test_time_budget_plans_the_schedule_to_end_in_it(tiny_data, tmp_path, monkey
     assert last["scheduler"]["last_epoch"] == 5 and last["scheduler"]["_last_lr"][0] == 0.0  # cosine ended at 0
     # planned after 2 steps, then again after epoch 1 (3 steps); budget 3600 s, at most 3 epochs x 3 steps
     assert [(p[0], p[3], p[4]) for p in planned] == [(2, 3600.0, 9), (3, 3600.0, 9)]
+    # when every epoch asked for fits the budget, the run simply ends them
+    monkeypatch.setattr(train, "plan_total_steps", lambda *a: 6)
+    assert fit(tiny_cfg("epochs=2", "time_budget_min=60"), tiny_data, tmp_path / "u", progress=False)["stopped"] == ""
 
 
 def test_plan_total_steps_fits_the_budget():
