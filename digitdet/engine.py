@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from digitdet.distributed import unwrap
+
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
@@ -63,7 +65,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg
             _optimizer_step(model, optimizer, scaler, cfg.clip_grad)
             scheduler.step()
             if ema is not None:
-                ema.update_parameters(getattr(model, "module", model))
+                ema.update_parameters(unwrap(model))
         n_batches += 1
         n_images += len(images)
         for k in LOSS_NAMES:

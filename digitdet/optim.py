@@ -52,11 +52,10 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg) -> float:
 
 
 def build_scheduler(optimizer, total_steps, steps_per_epoch: int, cfg):
-    """LambdaLR of :func:`lr_factor`. ``total_steps``: an int, or a function returning it, read at
-    every step (a time-budgeted run re-plans its schedule's length while it trains)."""
-    total = total_steps if callable(total_steps) else (lambda: total_steps)
+    """LambdaLR of :func:`lr_factor`. ``total_steps()`` returns the schedule's length; it is read
+    at every step, so a time-budgeted run can re-plan the length while it trains."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total(), steps_per_epoch, cfg))
+        optimizer, lambda s: lr_factor(s, total_steps(), steps_per_epoch, cfg))
 
 
 def plan_total_steps(steps_done: int, seconds_per_step: float, elapsed_s: float, budget_s: float,

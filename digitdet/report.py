@@ -25,6 +25,7 @@ from digitdet.boxes import xywh_to_xyxy
 from digitdet.data.images import list_images, load_rgb
 from digitdet.diagnostics import (CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, read_boxes,
                                   worst_number_errors)
+from digitdet.distributed import unwrap
 from digitdet.engine import empty_detections, predict_batches
 from digitdet.io import load_checkpoint
 from digitdet.labels import category_to_digit
@@ -147,7 +148,7 @@ def write_run_pictures(run_dir, model, loader, device, gt: dict, images_dir, cfg
     run_dir = Path(run_dir)
     written = write_training_plots(run_dir)
     best = load_checkpoint(run_dir / "best.pt")
-    getattr(model, "module", model).load_state_dict(best["model"])
+    unwrap(model).load_state_dict(best["model"])
     decoder = best.get("decoder") or {}
     cfg = dataclasses.replace(cfg, decode_score_thresh=float(decoder.get("score_thresh", cfg.decode_score_thresh)),
                               decode_iou_thresh=float(decoder.get("iou_thresh", cfg.decode_iou_thresh)))

@@ -65,7 +65,7 @@ def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int 
 
 def model_state(model) -> dict:
     """State dict without a DistributedDataParallel wrapper's "module." prefix."""
-    return getattr(model, "module", model).state_dict()
+    return unwrap(model).state_dict()
 
 
 class Checkpointer:
