@@ -77,3 +77,36 @@ def test_roi_pool_strides_do_not_depend_on_the_first_batch():
         first = fresh.eval()([probe])[0]["scores"]
     assert model.roi_heads.box_roi_pool.scales == [1 / 8, 1 / 16, 1 / 32]
     assert torch.allclose(after_wide, first)
+
+
+@pytest.mark.parametrize("levels", [[3], [3, 4]])
+def test_training_roi_align_equals_torchvision(levels):
+    """The fast training pooler gives torchvision's outputs and feature gradients, boxes on every
+    level, partly or wholly outside the maps, and tiny boxes included."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from digitdet.models.faster_rcnn import _fix_strides
+    from digitdet.models.roi_align import TrainingRoIAlign
+
+    torch.manual_seed(0)
+    names = [str(i) for i in range(len(levels))]
+    shapes = [(64, 160), (64, 160), (64, 160)]
+    maps = {n: torch.randn(3, 5, 64 >> lv, 160 >> lv) for n, lv in zip(names, levels)}
+    boxes = []
+    for _ in shapes:
+        corners = torch.rand(12, 4) * torch.tensor([700.0, 300, 700, 300]) - 60  # sqrt(area) up to ~500
+        b = torch.cat([torch.min(corners[:, :2], corners[:, 2:]), torch.max(corners[:, :2], corners[:, 2:])], 1)
+        boxes.append(torch.cat([b, torch.tensor([[3.0, 4.0, 3.5, 4.2], [150.0, 60.0, 165.0, 70.0]])]))
+    results = []
+    for cls in (MultiScaleRoIAlign, TrainingRoIAlign):
+        pool = _fix_strides(cls(names, 7, 1), levels).train()
+        x = {n: t.clone().requires_grad_(True) for n, t in maps.items()}
+        out = pool(x, boxes, shapes)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin())
+        results.append((out.detach(), [x[n].grad for n in names]))
+    if len(levels) == 2:
+        assert len(set(pool.map_levels(boxes).tolist())) == 2  # both maps are read
+    (ref, ref_grads), (new, new_grads) = results
+    assert torch.allclose(new, ref, atol=1e-5)
+    for a, b in zip(new_grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-4)

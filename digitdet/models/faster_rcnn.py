@@ -20,6 +20,7 @@ from torchvision.ops.poolers import initLevelMapper
 from digitdet import labels as L
 from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn, build_resnet_fpn,
                                        load_backbone_file, num_feature_maps)
+from digitdet.models.roi_align import TrainingRoIAlign
 from digitdet.models.roi_heads import DigitRoIHeads
 
 BACKBONES = sorted([*RESNETS, *MOBILENETS, "resnet50_fpn_v2"])
@@ -55,8 +56,9 @@ def fixed_scale_roi_pool(names: list[str], cfg) -> MultiScaleRoIAlign:
     torchvision's pooler infers the strides on its first call from that batch's padded size and
     keeps them; a first batch of short, wide photos (30x250 -> 38x320) makes it infer
     [1/4, 1/8] instead of [1/8, 1/16] for the rest of the run. Stage k has stride 2**(k+1).
+    Training with one sample per bin pools with a faster backward (models/roi_align.py).
     """
-    pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=cfg.roi_sampling_ratio)
+    pool = TrainingRoIAlign(featmap_names=names, output_size=7, sampling_ratio=cfg.roi_sampling_ratio)
     return _fix_strides(pool, [k + 1 for k in cfg.returned_layers])
 
 

@@ -1,0 +1,107 @@
+"""Multi-scale RoIAlign whose backward pass is fast on a CPU (training with one sample per bin).
+
+torchvision's CPU ``roi_align`` backward scatters every output value into the feature map one
+element at a time; at digit scale (512 RoIs of 128 channels on 8x20 maps) it took 20% of a
+training step on one thread. With ``sampling_ratio=1`` every output bin is ONE bilinear sample,
+i.e. a weighted sum of 4 feature-map pixels, so the whole pooling over all FPN levels is a
+single ``F.embedding_bag`` (4 rows per bin, weights = bilinear weights) over the maps' pixels
+stored as rows of C channels, and its backward is a vectorised row scatter.
+
+The sample points, the out-of-map rule and the border clamping are those of torchvision's
+kernel (``aligned=False``, as ``MultiScaleRoIAlign`` uses), so the output equals
+``MultiScaleRoIAlign``'s up to float rounding (tested). Inference, ONNX export and any other
+sampling ratio use torchvision's op unchanged.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input
+
+
+def _axis_samples(start: Tensor, size: Tensor, bins: int, length: int) -> tuple[Tensor, ...]:
+    """Low/high pixel index, their weights and an in-map mask of one bilinear sample per bin.
+
+    ``start``/``size`` (K,) in feature-map pixels; returns (K, bins) tensors. Follows
+    torchvision's ``bilinear_interpolate``: a sample outside [-1, length] reads 0, one in
+    [-1, 0] is clamped to 0, one past the last pixel reads the last pixel.
+    """
+    centres = start[:, None] + (torch.arange(bins, device=start.device, dtype=start.dtype) + 0.5) * (size / bins)[:, None]
+    inside = (centres >= -1.0) & (centres <= length)
+    pos = centres.clamp(min=0.0)
+    low = pos.floor().long()
+    last = low >= length - 1
+    low = low.clamp(max=length - 1)
+    high = torch.where(last, low, low + 1)
+    frac = torch.where(last, torch.zeros_like(pos), pos - low.to(pos.dtype))
+    return low, high, 1.0 - frac, frac, inside
+
+
+def roi_align_rows(features: list[Tensor], rois: Tensor, levels: Tensor, scales: list[float],
+                   output_size: tuple[int, int]) -> Tensor:
+    """RoIAlign (one sample per bin, ``aligned=False``) of ``rois`` (K, 5: batch index, x1, y1,
+    x2, y2 in image pixels), RoI k read from map ``levels[k]`` at ``scales[levels[k]]``.
+
+    Returns (K, C, PH, PW). Every map is (N, C, H_l, W_l) with the same N and C.
+    """
+    ph, pw = output_size
+    n, c = features[0].shape[:2]
+    # one table of pixels as rows: level l's pixel (b, y, x) is row offset_l + (b * H_l + y) * W_l + x
+    table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, c) for f in features])
+    sizes = torch.tensor([[f.shape[2], f.shape[3]] for f in features], device=rois.device)
+    offsets = torch.tensor([0] + [f.shape[0] * f.shape[2] * f.shape[3] for f in features[:-1]],
+                           device=rois.device).cumsum(0)
+    scale = torch.tensor(scales, dtype=rois.dtype, device=rois.device)[levels]
+    height, width = sizes[levels, 0], sizes[levels, 1]
+    box = rois[:, 1:] * scale[:, None]
+    roi_w = (box[:, 2] - box[:, 0]).clamp(min=1.0)
+    roi_h = (box[:, 3] - box[:, 1]).clamp(min=1.0)
+    # the clamps depend on each RoI's map size, so run per distinct size (one or two levels)
+    y0, y1, wy0, wy1, iny = _per_level(box[:, 1], roi_h, ph, height)
+    x0, x1, wx0, wx1, inx = _per_level(box[:, 0], roi_w, pw, width)
+    base = (offsets[levels] + rois[:, 0].long() * height * width)[:, None, None]
+    w_ = width[:, None, None]
+    rows = torch.stack([base + y0[:, :, None] * w_ + x0[:, None, :], base + y0[:, :, None] * w_ + x1[:, None, :],
+                        base + y1[:, :, None] * w_ + x0[:, None, :], base + y1[:, :, None] * w_ + x1[:, None, :]], -1)
+    weights = torch.stack([wy0[:, :, None] * wx0[:, None, :], wy0[:, :, None] * wx1[:, None, :],
+                           wy1[:, :, None] * wx0[:, None, :], wy1[:, :, None] * wx1[:, None, :]], -1)
+    weights = weights * (iny[:, :, None] & inx[:, None, :])[..., None].to(weights.dtype)
+    out = F.embedding_bag(rows.reshape(-1, 4), table, per_sample_weights=weights.reshape(-1, 4).to(table.dtype),
+                          mode="sum")
+    return out.reshape(len(rois), ph, pw, c).permute(0, 3, 1, 2).contiguous()
+
+
+def _per_level(start: Tensor, size: Tensor, bins: int, length: Tensor) -> tuple[Tensor, ...]:
+    """``_axis_samples`` for RoIs whose maps have different lengths along this axis."""
+    outs = None
+    for value in length.unique().tolist():
+        sel = length == value
+        part = _axis_samples(start[sel], size[sel], bins, int(value))
+        if outs is None:
+            outs = [torch.empty((len(start), bins), dtype=t.dtype, device=t.device) for t in part]
+        for o, t in zip(outs, part):
+            o[sel] = t
+    if outs is None:  # no RoIs
+        z = torch.zeros((0, bins), dtype=torch.long, device=start.device)
+        return z, z, z.to(start.dtype), z.to(start.dtype), z.bool()
+    return tuple(outs)
+
+
+class TrainingRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign`` that pools with ``roi_align_rows`` while training with gradients
+    and ``sampling_ratio == 1``; torchvision's op otherwise (see the module docstring)."""
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        if not (self.training and torch.is_grad_enabled() and self.sampling_ratio == 1
+                and self.scales is not None and self.map_levels is not None) or torch.jit.is_scripting() \
+                or torch.onnx.is_in_onnx_export():
+            return super().forward(x, boxes, image_shapes)
+        features = _filter_input(x, self.featmap_names)
+        rois = _convert_to_roi_format(boxes)
+        if len(features) == 1:
+            levels = torch.zeros(len(rois), dtype=torch.long, device=rois.device)
+        else:
+            levels = self.map_levels(boxes).long()
+        return roi_align_rows(features, rois, levels, self.scales, self.output_size)
