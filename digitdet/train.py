@@ -235,7 +235,7 @@ def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epo
     from torch.utils.tensorboard import SummaryWriter
 
     # A resumed run's weights all come from last.pt: never re-read (or download) pretrained ones.
-    model = build_model(dataclasses.replace(cfg, pretrained="none") if state else cfg).to(dev)
+    model = build_model(cfg, load_weights=state is None).to(dev)
     optimizer = build_optimizer(model, dataclasses.replace(cfg, lr=_scaled_lr(cfg)))
     # the schedule's length lives in prog (saved in last.pt): a time budget re-plans it (_plan_schedule)
     prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1, "evals_since_best": 0,

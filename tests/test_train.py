@@ -33,6 +33,27 @@ def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     assert a["progress"]["epoch"] == b["progress"]["epoch"] == 2
 
 
+def test_resume_keeps_frozen_layers_without_the_pretrained_file(tiny_data, tmp_path):
+    """trainable_layers < 5 freezes stages of pre-trained weights; a resumed run must freeze the
+    same ones (its optimizer state belongs to the trainable set) and never re-read the file."""
+    from digitdet.models.faster_rcnn import build_model
+
+    weights, start = tmp_path / "w.pth", build_model(tiny_cfg()).state_dict()
+    torch.save(start, weights)
+    cfg = tiny_cfg("epochs=2", "save_every_steps=0", f"pretrained={weights}", "trainable_layers=3")
+    fit(cfg, tiny_data, tmp_path / "a", progress=False)
+    fit(cfg, tiny_data, tmp_path / "b", progress=False, stop_after_steps=4)
+    weights.unlink()
+    fit(Config(), tiny_data, tmp_path / "b", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for frozen in ("backbone.body.conv1.weight", "backbone.body.layer1.0.conv1.weight"):
+        assert torch.equal(b["model"][frozen], start[frozen]), frozen
+    assert not torch.equal(b["model"]["backbone.body.layer2.0.conv1.weight"], start["backbone.body.layer2.0.conv1.weight"])
+
+
 def test_ema_resumes_exactly_and_is_what_best_pt_holds(tiny_data, tmp_path):
     cfg = tiny_cfg("epochs=2", "save_every_steps=0", "ema_decay=0.9")
     fit(cfg, tiny_data, tmp_path / "a", progress=False)

@@ -37,9 +37,9 @@ def norm_layer(kind: str):
     raise ValueError(f"unknown norm {kind!r}; choose bn, gn or frozen_bn")
 
 
-def _imagenet_weights(cfg, default_weights):
+def _imagenet_weights(cfg, default_weights, load_weights: bool):
     """ImageNet weights for the backbone when cfg.pretrained == 'torchvision' (downloads)."""
-    return default_weights if cfg.pretrained == "torchvision" else None
+    return default_weights if cfg.pretrained == "torchvision" and load_weights else None
 
 
 def _freeze(body: nn.Module, trainable_prefixes: list[str]) -> None:
@@ -48,14 +48,22 @@ def _freeze(body: nn.Module, trainable_prefixes: list[str]) -> None:
             p.requires_grad_(False)
 
 
-def build_resnet_fpn(cfg) -> BackboneWithFPN:
-    """ResNet + FPN over stages ``cfg.returned_layers`` (1..4; stage k has stride 2**(k+1))."""
+def freeze_resnet(body: nn.Module, trainable_layers: int) -> None:
+    """Freeze all but the last ``trainable_layers`` of conv1, layer1..layer4 (torchvision's rule)."""
+    stages = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    _freeze(body, stages + (["bn1"] if trainable_layers == 5 else []))
+
+
+def build_resnet_fpn(cfg, load_weights: bool = True) -> BackboneWithFPN:
+    """ResNet + FPN over stages ``cfg.returned_layers`` (1..4; stage k has stride 2**(k+1)).
+
+    Stages are frozen per ``cfg.trainable_layers`` whenever ``cfg.pretrained`` names weights,
+    even when ``load_weights`` is False (a resumed run loads them from its checkpoint)."""
     fn, weights = RESNETS[cfg.backbone]
-    body = fn(weights=_imagenet_weights(cfg, weights), norm_layer=norm_layer(cfg.norm))
+    body = fn(weights=_imagenet_weights(cfg, weights, load_weights), norm_layer=norm_layer(cfg.norm))
     if cfg.pretrained != "none":
         # Only meaningful with weights: from scratch everything must train.
-        stages = ["layer4", "layer3", "layer2", "layer1", "conv1"][: cfg.trainable_layers]
-        _freeze(body, stages + (["bn1"] if cfg.trainable_layers == 5 else []))
+        freeze_resnet(body, cfg.trainable_layers)
     if not all(1 <= k <= 4 for k in cfg.returned_layers):
         raise ValueError(f"returned_layers must be among 1..4, got {cfg.returned_layers}")
     stage2_channels = body.inplanes // 8  # 64 for resnet18/34, 256 for resnet50+
@@ -64,10 +72,11 @@ def build_resnet_fpn(cfg) -> BackboneWithFPN:
     return _with_fpn(body, return_layers, in_channels, cfg)
 
 
-def build_mobilenet_fpn(cfg) -> BackboneWithFPN:
-    """MobileNetV3-Large + FPN over its last ``len(cfg.returned_layers)`` stages."""
+def build_mobilenet_fpn(cfg, load_weights: bool = True) -> BackboneWithFPN:
+    """MobileNetV3-Large + FPN over its last ``len(cfg.returned_layers)`` stages (frozen as in
+    build_resnet_fpn)."""
     fn, weights = MOBILENETS[cfg.backbone]
-    features = fn(weights=_imagenet_weights(cfg, weights), norm_layer=norm_layer(cfg.norm)).features
+    features = fn(weights=_imagenet_weights(cfg, weights, load_weights), norm_layer=norm_layer(cfg.norm)).features
     # Stage boundaries are the blocks that reduce resolution (torchvision marks them _is_cn).
     stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)] + [len(features) - 1]
     n = len(cfg.returned_layers)

@@ -18,7 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import initLevelMapper
 
 from digitdet import labels as L
-from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn, build_resnet_fpn,
+from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn, build_resnet_fpn, freeze_resnet,
                                        load_backbone_file, num_feature_maps)
 from digitdet.models.roi_align import TrainingRoIAlign
 from digitdet.models.roi_heads import DigitRoIHeads
@@ -69,14 +69,19 @@ def _fix_strides(pool: MultiScaleRoIAlign, levels: list[int]) -> MultiScaleRoIAl
     return pool
 
 
-def build_model(cfg) -> nn.Module:
-    """Faster R-CNN for ``cfg.backbone`` with every setting of ``cfg``; see module docstring."""
+def build_model(cfg, load_weights: bool = True) -> nn.Module:
+    """Faster R-CNN for ``cfg.backbone`` with every setting of ``cfg``; see module docstring.
+
+    ``load_weights=False`` skips reading (or downloading) ``cfg.pretrained`` but freezes the
+    same layers: a resumed run gets every weight from its checkpoint and must train the same
+    parameters its optimizer state belongs to."""
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {BACKBONES}")
     if cfg.backbone == "resnet50_fpn_v2":
-        model = _build_r50v2(cfg)
+        model = _build_r50v2(cfg, load_weights)
     else:
-        backbone = build_resnet_fpn(cfg) if cfg.backbone in RESNETS else build_mobilenet_fpn(cfg)
+        build = build_resnet_fpn if cfg.backbone in RESNETS else build_mobilenet_fpn
+        backbone = build(cfg, load_weights)
         n_maps = num_feature_maps(cfg)
         names = [str(i) for i in range(len(cfg.returned_layers))]
         rpn_head = RPNHead(cfg.fpn_channels, len(cfg.aspect_ratios) * len(cfg.anchor_sizes[0]))
@@ -87,12 +92,12 @@ def build_model(cfg) -> nn.Module:
                            box_predictor=FastRCNNPredictor(cfg.representation_size, L.NUM_CLASSES),
                            **_model_kwargs(cfg))
     model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta)
-    if cfg.pretrained not in ("none", "torchvision"):
+    if load_weights and cfg.pretrained not in ("none", "torchvision"):
         load_pretrained_file(model, cfg.pretrained)
     return model
 
 
-def _build_r50v2(cfg) -> nn.Module:
+def _build_r50v2(cfg, load_weights: bool) -> nn.Module:
     """The seeds' model: torchvision's fasterrcnn_resnet50_fpn_v2 (its own FPN, heads, anchors
     unless the config's anchors fit its 5 feature maps)."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
@@ -101,13 +106,15 @@ def _build_r50v2(cfg) -> nn.Module:
     if len(cfg.anchor_sizes) == 5:
         kwargs["rpn_anchor_generator"] = anchor_generator(cfg, 5)
         kwargs["rpn_head"] = RPNHead(256, len(cfg.aspect_ratios) * len(cfg.anchor_sizes[0]), conv_depth=2)
-    if cfg.pretrained == "torchvision":
+    if cfg.pretrained == "torchvision" and load_weights:
         model = fasterrcnn_resnet50_fpn_v2(weights=FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
                                            trainable_backbone_layers=cfg.trainable_layers, **kwargs)
         model.roi_heads.box_predictor = FastRCNNPredictor(1024, L.NUM_CLASSES)
     else:
         model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.NUM_CLASSES,
                                            trainable_backbone_layers=None, **kwargs)
+        if cfg.pretrained != "none":  # resumed: freeze what the loaded run froze
+            freeze_resnet(model.backbone.body, cfg.trainable_layers)
     _fix_strides(model.roi_heads.box_roi_pool, [2, 3, 4, 5])  # its maps "0".."3": strides 4..32
     return model
 
