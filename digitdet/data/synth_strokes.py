@@ -55,7 +55,9 @@ SKELETONS = {
         [[(0.8, 0.0), (0.1, 0.62)] + _arc(0.5, 0.7, 0.42, 0.3, 180, 540, 22)]],
     7: [[[(0.0, 0.0), (1.0, 0.0), (0.3, 1.0)]],
         [[(0.0, 0.12), (0.02, 0.0), (1.0, 0.0), (0.35, 1.0)]],            # tick at the left end
-        [[(0.0, 0.0), (1.0, 0.0), (0.3, 1.0)], [(0.3, 0.5), (0.85, 0.5)]]],  # crossbar
+        [[(0.0, 0.0), (1.0, 0.0), (0.3, 1.0)], [(0.3, 0.5), (0.85, 0.5)]],  # crossbar
+        [[(0.05, 0.07), (0.95, 0.0), (0.62, 1.0)]],                      # steep stem (a painted 7)
+        [[(0.0, 0.12), (0.72, 0.0), (0.58, 1.0)]]],                      # short bar, near-vertical
     8: [[_arc(0.5, 0.25, 0.38, 0.25, 90, 450, 20), _arc(0.5, 0.72, 0.48, 0.28, -90, 270, 22)],
         [_arc(0.5, 0.24, 0.4, 0.24, 120, 420, 18) + _arc(0.5, 0.72, 0.5, 0.28, -60, 240, 20)]],
     9: [[_arc(0.5, 0.3, 0.45, 0.3, 0, 360, 22) + [(0.95, 0.3), (0.9, 1.0)]],
@@ -77,7 +79,7 @@ def _writer(k: int, char: str) -> dict:
     rng = np.random.default_rng(zlib.crc32(f"hand:{k}:{char}".encode()))
     pen = np.random.default_rng(k)  # the pen, width and slant are the writer's, shared by digits
     return {"form": SKELETONS[int(char)][int(rng.integers(len(SKELETONS[int(char)])))],
-            "pen": pen.uniform(0.06, 0.17), "aspect": pen.uniform(0.42, 0.68) * rng.uniform(0.92, 1.08),
+            "pen": pen.uniform(0.06, 0.17), "aspect": pen.uniform(0.32, 0.68) * rng.uniform(0.92, 1.08),
             "slant": pen.uniform(-0.08, 0.28), "tremor": rng.normal(0, 0.025, size=(64, 2))}
 
 
