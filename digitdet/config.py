@@ -33,7 +33,9 @@ class Config:
     # multiplies early mAP several times); 0 = off. Only when pretrained == "none".
     pretrain_epochs: int = 0
     pretrain_max_images: int = 0  # crops from the first N training images only (0 = all)
-    trainable_layers: int = 5  # backbone stages that train (0-5); only matters with pretrained weights
+    # Backbone stages that train (0-5: layer4..layer1, conv1); only with pretrained weights,
+    # which include the backbone pre-trained by pretrain_epochs (the recipes freeze conv1 + layer1).
+    trainable_layers: int = 5
     # Which ResNet stages (1-4) feed the FPN. Digits are 13-80 px at our input scale, so the
     # stride 8/16/32 maps of stages 2-4 are enough; stage 1 (stride 4) costs a lot for little.
     returned_layers: list = field(default_factory=lambda: [2, 3, 4])
