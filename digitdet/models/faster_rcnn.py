@@ -113,7 +113,7 @@ def _build_r50v2(cfg, load_weights: bool) -> nn.Module:
     else:
         model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.NUM_CLASSES,
                                            trainable_backbone_layers=None, **kwargs)
-        if cfg.pretrained != "none":  # resumed: freeze what the loaded run froze
+        if cfg.pretrained != "none":  # a weights file, or a resumed run: freeze as torchvision does
             freeze_resnet(model.backbone.body, cfg.trainable_layers)
     _fix_strides(model.roi_heads.box_roi_pool, [2, 3, 4, 5])  # its maps "0".."3": strides 4..32
     return model
