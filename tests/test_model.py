@@ -3,6 +3,7 @@ import torch
 
 from digitdet.config import Config
 from digitdet.models.faster_rcnn import BACKBONES, build_model
+from digitdet.models.roi_align import roi_align_rows as _rows
 
 TINY = dict(fpn_channels=32, representation_size=64, min_size=48, max_size=128)
 
@@ -80,13 +81,17 @@ def test_roi_pool_strides_do_not_depend_on_the_first_batch():
 
 
 @pytest.mark.parametrize("levels", [[3], [3, 4]])
-def test_training_roi_align_equals_torchvision(levels):
+def test_training_roi_align_equals_torchvision(levels, monkeypatch):
     """The fast training pooler gives torchvision's outputs and feature gradients, boxes on every
     level, partly or wholly outside the maps, and tiny boxes included."""
     from torchvision.ops import MultiScaleRoIAlign
 
+    from digitdet.models import roi_align
     from digitdet.models.faster_rcnn import _fix_strides
     from digitdet.models.roi_align import TrainingRoIAlign
+
+    calls = []
+    monkeypatch.setattr(roi_align, "roi_align_rows", lambda *a: calls.append(1) or _rows(*a))
 
     torch.manual_seed(0)
     names = [str(i) for i in range(len(levels))]
@@ -106,6 +111,7 @@ def test_training_roi_align_equals_torchvision(levels):
         results.append((out.detach(), [x[n].grad for n in names]))
     if len(levels) == 2:
         assert len(set(pool.map_levels(boxes).tolist())) == 2  # both maps are read
+    assert calls == [1]  # the fast path ran (and only for TrainingRoIAlign)
     (ref, ref_grads), (new, new_grads) = results
     assert torch.allclose(new, ref, atol=1e-5)
     for a, b in zip(new_grads, ref_grads):

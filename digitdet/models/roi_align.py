@@ -9,8 +9,8 @@ stored as rows of C channels, and its backward is a vectorised row scatter.
 
 The sample points, the out-of-map rule and the border clamping are those of torchvision's
 kernel (``aligned=False``, as ``MultiScaleRoIAlign`` uses), so the output equals
-``MultiScaleRoIAlign``'s up to float rounding (tested). Inference, ONNX export and any other
-sampling ratio use torchvision's op unchanged.
+``MultiScaleRoIAlign``'s up to float rounding (tested). Inference, ONNX export, GPUs (whose
+backward is fast already) and any other sampling ratio use torchvision's op unchanged.
 """
 from __future__ import annotations
 
@@ -94,11 +94,11 @@ class TrainingRoIAlign(MultiScaleRoIAlign):
     and ``sampling_ratio == 1``; torchvision's op otherwise (see the module docstring)."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        if not (self.training and torch.is_grad_enabled() and self.sampling_ratio == 1
-                and self.scales is not None and self.map_levels is not None) or torch.jit.is_scripting() \
-                or torch.onnx.is_in_onnx_export():
-            return super().forward(x, boxes, image_shapes)
         features = _filter_input(x, self.featmap_names)
+        if not (self.training and torch.is_grad_enabled() and self.sampling_ratio == 1
+                and self.scales is not None and self.map_levels is not None
+                and features[0].device.type == "cpu") or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            return super().forward(x, boxes, image_shapes)
         rois = _convert_to_roi_format(boxes)
         if len(features) == 1:
             levels = torch.zeros(len(rois), dtype=torch.long, device=rois.device)
