@@ -34,7 +34,8 @@ class Config:
     pretrain_epochs: int = 0
     pretrain_max_images: int = 0  # crops from the first N training images only (0 = all)
     # Backbone stages that train (0-5: layer4..layer1, conv1); only with pretrained weights,
-    # which include the backbone pre-trained by pretrain_epochs (the recipes freeze conv1 + layer1).
+    # which include the backbone pre-trained by pretrain_epochs (the recipes train all: freezing
+    # conv1 + layer1 after pre-training ended the 60-minute benchmark worse, README).
     trainable_layers: int = 5
     # Which ResNet stages (1-4) feed the FPN. Digits are 13-80 px at our input scale, so the
     # stride 8/16/32 maps of stages 2-4 are enough; stage 1 (stride 4) costs a lot for little.
