@@ -21,22 +21,23 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input
 
 
-def _axis_samples(start: Tensor, size: Tensor, bins: int, length: int) -> tuple[Tensor, ...]:
-    """Low/high pixel index, their weights and an in-map mask of one bilinear sample per bin.
+def _axis_samples(start: Tensor, size: Tensor, bins: int, length: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel indices, bilinear weights and an in-map mask of one sample per bin along one axis.
 
-    ``start``/``size`` (K,) in feature-map pixels; returns (K, bins) tensors. Follows
+    ``start``/``size`` (K,) in feature-map pixels, ``length`` (K,) each RoI's map size along the
+    axis; returns (K, bins, 2) low/high indices, (K, bins, 2) weights and (K, bins) mask. Follows
     torchvision's ``bilinear_interpolate``: a sample outside [-1, length] reads 0, one in
     [-1, 0] is clamped to 0, one past the last pixel reads the last pixel.
     """
     centres = start[:, None] + (torch.arange(bins, device=start.device, dtype=start.dtype) + 0.5) * (size / bins)[:, None]
-    inside = (centres >= -1.0) & (centres <= length)
+    last_pixel = (length - 1)[:, None]
+    inside = (centres >= -1.0) & (centres <= length[:, None])
     pos = centres.clamp(min=0.0)
-    low = pos.floor().long()
-    last = low >= length - 1
-    low = low.clamp(max=length - 1)
-    high = torch.where(last, low, low + 1)
-    frac = torch.where(last, torch.zeros_like(pos), pos - low.to(pos.dtype))
-    return low, high, 1.0 - frac, frac, inside
+    low = torch.minimum(pos.floor().long(), last_pixel)
+    past_end = low >= last_pixel
+    high = torch.where(past_end, low, low + 1)
+    frac = torch.where(past_end, torch.zeros_like(pos), pos - low.to(pos.dtype))
+    return torch.stack([low, high], -1), torch.stack([1.0 - frac, frac], -1), inside
 
 
 def roi_align_rows(features: list[Tensor], rois: Tensor, levels: Tensor, scales: list[float],
@@ -47,7 +48,7 @@ def roi_align_rows(features: list[Tensor], rois: Tensor, levels: Tensor, scales:
     Returns (K, C, PH, PW). Every map is (N, C, H_l, W_l) with the same N and C.
     """
     ph, pw = output_size
-    n, c = features[0].shape[:2]
+    c = features[0].shape[1]
     # one table of pixels as rows: level l's pixel (b, y, x) is row offset_l + (b * H_l + y) * W_l + x
     table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, c) for f in features])
     sizes = torch.tensor([[f.shape[2], f.shape[3]] for f in features], device=rois.device)
@@ -56,37 +57,17 @@ def roi_align_rows(features: list[Tensor], rois: Tensor, levels: Tensor, scales:
     scale = torch.tensor(scales, dtype=rois.dtype, device=rois.device)[levels]
     height, width = sizes[levels, 0], sizes[levels, 1]
     box = rois[:, 1:] * scale[:, None]
-    roi_w = (box[:, 2] - box[:, 0]).clamp(min=1.0)
-    roi_h = (box[:, 3] - box[:, 1]).clamp(min=1.0)
-    # the clamps depend on each RoI's map size, so run per distinct size (one or two levels)
-    y0, y1, wy0, wy1, iny = _per_level(box[:, 1], roi_h, ph, height)
-    x0, x1, wx0, wx1, inx = _per_level(box[:, 0], roi_w, pw, width)
-    base = (offsets[levels] + rois[:, 0].long() * height * width)[:, None, None]
-    w_ = width[:, None, None]
-    rows = torch.stack([base + y0[:, :, None] * w_ + x0[:, None, :], base + y0[:, :, None] * w_ + x1[:, None, :],
-                        base + y1[:, :, None] * w_ + x0[:, None, :], base + y1[:, :, None] * w_ + x1[:, None, :]], -1)
-    weights = torch.stack([wy0[:, :, None] * wx0[:, None, :], wy0[:, :, None] * wx1[:, None, :],
-                           wy1[:, :, None] * wx0[:, None, :], wy1[:, :, None] * wx1[:, None, :]], -1)
-    weights = weights * (iny[:, :, None] & inx[:, None, :])[..., None].to(weights.dtype)
+    ys, wys, iny = _axis_samples(box[:, 1], (box[:, 3] - box[:, 1]).clamp(min=1.0), ph, height)
+    xs, wxs, inx = _axis_samples(box[:, 0], (box[:, 2] - box[:, 0]).clamp(min=1.0), pw, width)
+    base = offsets[levels] + rois[:, 0].long() * height * width
+    # (K, PH, PW, 2, 2): the 4 corner pixels of every bin's sample and their weights
+    rows = (base[:, None, None, None, None] + ys[:, :, None, :, None] * width[:, None, None, None, None]
+            + xs[:, None, :, None, :])
+    weights = wys[:, :, None, :, None] * wxs[:, None, :, None, :]
+    weights = weights * (iny[:, :, None] & inx[:, None, :])[..., None, None].to(weights.dtype)
     out = F.embedding_bag(rows.reshape(-1, 4), table, per_sample_weights=weights.reshape(-1, 4).to(table.dtype),
                           mode="sum")
     return out.reshape(len(rois), ph, pw, c).permute(0, 3, 1, 2).contiguous()
-
-
-def _per_level(start: Tensor, size: Tensor, bins: int, length: Tensor) -> tuple[Tensor, ...]:
-    """``_axis_samples`` for RoIs whose maps have different lengths along this axis."""
-    outs = None
-    for value in length.unique().tolist():
-        sel = length == value
-        part = _axis_samples(start[sel], size[sel], bins, int(value))
-        if outs is None:
-            outs = [torch.empty((len(start), bins), dtype=t.dtype, device=t.device) for t in part]
-        for o, t in zip(outs, part):
-            o[sel] = t
-    if outs is None:  # no RoIs
-        z = torch.zeros((0, bins), dtype=torch.long, device=start.device)
-        return z, z, z.to(start.dtype), z.to(start.dtype), z.bool()
-    return tuple(outs)
 
 
 class TrainingRoIAlign(MultiScaleRoIAlign):
