@@ -3,11 +3,12 @@
     python bench/train_step.py --data DATA --threads 1 pretrained=RUN/backbone.pt
     python bench/train_step.py --data DATA --threads 1 --profile pretrained=RUN/backbone.pt trainable_layers=5
 
-Times ``model(images, targets)``, backward and an AdamW step on batches of the first training
-images of DATA (the recipe's training augmentation, decoded once, so data loading is not
-counted), after a few warm-up steps. ``--profile`` then prints torch.profiler's busiest operators
-over 10 more steps. key=value overrides the recipe, e.g. ``trainable_layers=5`` (frozen stages
-need ``pretrained=``: a backbone.pt from `digitdet pretrain` or a run folder).
+Times ``model(images, targets)``, backward and the recipe's optimizer step
+(optim.build_optimizer) on batches of the first training images of DATA (the recipe's
+training augmentation, decoded once, so data loading is not counted), after a few warm-up
+steps. ``--profile`` then prints torch.profiler's busiest operators over 10 more steps.
+key=value overrides the recipe, e.g. ``trainable_layers=5`` (frozen stages need
+``pretrained=``: a backbone.pt from `digitdet pretrain`, or a run's best.pt).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from digitdet.config import load_config
 from digitdet.models.faster_rcnn import build_model
+from digitdet.optim import build_optimizer
 from digitdet.train import load_split
 
 
@@ -39,7 +41,7 @@ def main() -> None:
     ds, _ = load_split(args.data, "train", cfg, True, max_images=n_batches * cfg.batch_size)
     items = [ds[i] for i in range(len(ds))]
     batches = [items[i:i + cfg.batch_size] for i in range(0, len(items) - cfg.batch_size + 1, cfg.batch_size)]
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+    opt = build_optimizer(model, cfg)
 
     def step(batch):
         losses = model([im for im, _ in batch], [t for _, t in batch])
