@@ -8,6 +8,8 @@ DEMO    := runs/demo
 .PHONY: demo test bench lint install clean fonts
 
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); if [ "$$free" -lt 8 ]; then \
+	  echo "install: warning: only $$free GB free on this disk; torch and its CUDA libraries need about 7 GB" >&2; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev,onnx]"
