@@ -132,6 +132,30 @@ def test_end_to_end_smoke(tiny_data, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(out / "pred.json"), "--data", str(tiny_data), "--split", "test"]) == 0
 
 
+def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_data, tmp_path, capsys):
+    from digitdet.inference import SCALE_FACTORS, load_detector
+    fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
+    weights = tmp_path / "r" / "best.pt"
+    assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-scale"]) == 2  # needs --tune-decoder
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-decoder", "--tune-scale",
+                 "--quiet", "--workers", "0"]) == 0
+    tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tuned_decoder"]
+    sizes = [size for size, _, _ in tuned["scales"]]
+    assert sizes == [round(f * 48) for f in SCALE_FACTORS]  # multiples of the training min_size (TINY: 48)
+    accs = [acc for _, _, acc in tuned["scales"]]
+    best = sizes[accs.index(max(accs))]  # the first (smallest) of the best
+    state = load_checkpoint(weights)
+    assert state["config"]["min_size"] == 48  # the training scale stays in the config
+    assert (state["decoder"]["min_size"], state["decoder"]["max_size"]) == (best, round(best * 128 / 48))
+    # predict reads at the stored scale; the decoder dict is what changes it
+    state["decoder"].update(min_size=72, max_size=192)
+    torch.save(state, weights)
+    model, cfg, _ = load_detector(weights, torch.device("cpu"))
+    assert (cfg.min_size, cfg.max_size) == (72, 192) and tuple(model.transform.min_size) == (72,)
+    assert model.transform.max_size == 192
+
+
 def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

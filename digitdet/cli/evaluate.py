@@ -8,10 +8,10 @@ from pathlib import Path
 from digitdet.cli.common import add_device, setup
 from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.decode import group_by_image, tune_decoder
+from digitdet.decode import group_by_image
 from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
-from digitdet.inference import folder_loader, load_detector, resolve_device
+from digitdet.inference import SCALE_FACTORS, folder_loader, load_detector, resolve_device, tune_reading
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
 from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
 from digitdet.report import write_evaluation_pictures
@@ -30,6 +30,10 @@ def add_parser(sub, name):
     p.add_argument("--tune-decoder", action="store_true",
                    help="pick the number-reading score threshold that maximises accuracy on this split "
                         "and store it in the weights file (predict then uses it)")
+    p.add_argument("--tune-scale", action="store_true",
+                   help="with --tune-decoder: also try the input at %s x the training min_size and store "
+                        "the best (small digits are found when the image is enlarged)"
+                        % "/".join(f"{f:g}" for f in SCALE_FACTORS))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--csv", help="score the numbers of this pred.csv (e.g. an ensemble's) instead of decoding boxes")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (see `predict --tta`)")
@@ -47,6 +51,8 @@ def run(args) -> int:
         raise FileNotFoundError(f"no annotations for split {args.split!r} in {args.data}")
     gt, report = load_coco_digits(ann, images_dir)
     log.info(report.summary(str(ann)))
+    if args.tune_scale and not args.tune_decoder:
+        raise ValueError("--tune-scale goes with --tune-decoder (the threshold is chosen per scale)")
     if args.pred:
         if args.tune_decoder:
             raise ValueError("--tune-decoder needs --weights (it stores the threshold in the weights file)")
@@ -54,12 +60,11 @@ def run(args) -> int:
         dets = group_by_image(read_pred_json(args.pred))
         metrics = score_detections(dets, gt, cfg)
         metrics["source"] = str(args.pred)
+    elif args.tune_decoder:
+        metrics, dets, cfg = _tune(args, images_dir, gt)
     else:
         metrics, dets, cfg = _run_model(args, images_dir)
-        if args.tune_decoder:
-            metrics = _tune(args, dets, gt, cfg, metrics)
-        else:
-            metrics = {**metrics, **score_detections(dets, gt, cfg)}
+        metrics = {**metrics, **score_detections(dets, gt, cfg)}
     if args.csv:  # Task 2 from the file itself: an ensemble's vote has no boxes to decode
         numbers, truth = read_pred_csv(args.csv), gt_numbers(gt)
         metrics.update(accuracy=sequence_accuracy(numbers, truth), errors=number_errors(numbers, truth),
@@ -78,25 +83,29 @@ def _run_model(args, images_dir):
     device = resolve_device(args.device)
     model, cfg, _ = load_detector(args.weights, device, args.overrides)
     _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
-    if args.tta and args.tune_decoder:
-        raise ValueError("--tune-decoder with --tta would store a TTA-tuned threshold that plain predict then uses")
     predict = predict_batches_tta if args.tta else predict_batches
     out = predict(model, loader, device, progress=not args.quiet, desc="evaluate")
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}
     return metrics, out["detections"], cfg
 
 
-def _tune(args, dets, gt, cfg, metrics) -> dict:
-    """Choose decode_score_thresh on this split, score with it, save it into the weights."""
-    tuned = tune_decoder(dets, gt_numbers(gt), iou_thresh=cfg.decode_iou_thresh)
-    cfg.decode_score_thresh = tuned["score_thresh"]
-    metrics = {**metrics, **score_detections(dets, gt, cfg)}
+def _tune(args, images_dir, gt):
+    """Choose the reading threshold (and with --tune-scale the input scale) on this split, score
+    with them, store them in the weights file's decoder settings; (metrics, detections, cfg)."""
+    if args.tta:
+        raise ValueError("--tune-decoder with --tta would store a TTA-tuned threshold that plain predict then uses")
+    best = tune_reading(args.weights, images_dir, gt, resolve_device(args.device),
+                        SCALE_FACTORS if args.tune_scale else (1.0,), args.batch_size,
+                        args.workers, args.overrides, not args.quiet)
+    dets, cfg = best["detections"], best["cfg"]
+    metrics = {"source": str(args.weights or "bundled model"), "images_per_s": best["images_per_s"],
+               **score_detections(dets, gt, cfg)}
+    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "min_size", "max_size", "accuracy")}
     if args.weights:
         state = load_checkpoint(args.weights)
-        state["decoder"] = {"score_thresh": tuned["score_thresh"], "iou_thresh": cfg.decode_iou_thresh,
-                            "tuned_on": f"{Path(args.data).name}/{args.split}", "accuracy": tuned["accuracy"]}
+        state["decoder"] = {**tuned, "tuned_on": f"{Path(args.data).name}/{args.split}"}
         save_checkpoint(args.weights, state)
-        log.info("decoder score threshold %.2f (accuracy %.4f on %s) saved in %s",
-                 tuned["score_thresh"], tuned["accuracy"], args.split, args.weights)
-    metrics["tuned_decoder"] = {"score_thresh": tuned["score_thresh"], "accuracy": tuned["accuracy"]}
-    return metrics
+        log.info("decoder score threshold %.2f, input min_size %d (accuracy %.4f on %s) saved in %s",
+                 best["score_thresh"], best["min_size"], best["accuracy"], args.split, args.weights)
+    metrics["tuned_decoder"] = {**tuned, "scales": best["table"]}
+    return metrics, dets, cfg
