@@ -77,10 +77,10 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
     For each factor f the model (``weights``: a checkpoint, None = the bundled one) reads
     ``images_dir`` with min_size = round(f x its training min_size) and the long side capped at
     the training ratio; :func:`digitdet.decode.tune_decoder` picks the threshold. ``gt`` is the
-    split's COCO dict; ``workers`` None = the config's. Returns the best scale (ties: the smaller, faster one) as
-    ``{"min_size", "max_size", "score_thresh", "iou_thresh", "accuracy", "detections",
-    "images_per_s", "cfg", "table": [(min_size, score_thresh, accuracy), ...]}``; ``cfg`` is the
-    model's config with these settings, ``detections`` its raw detections at that scale.
+    split's COCO dict; ``workers`` None = the config's. Returns the best scale (ties: the
+    smaller, faster one) as ``{"min_size", "max_size", "score_thresh", "iou_thresh", "accuracy",
+    "detections", "images_per_s", "cfg", "table": [(min_size, score_thresh, accuracy), ...]}``;
+    ``cfg`` is the model's config with these settings, ``detections`` its raw detections there.
     """
     trained = load_checkpoint(_weights_path(weights))["config"]
     truth, best, table = gt_numbers(gt), None, []
