@@ -7,7 +7,9 @@ Every model trains from scratch (no downloaded weights) on DATA/train for the sa
 budget on the same threads, then is scored the same way: detections on DATA/valid pick the
 number-reading threshold (digitdet.decode.tune_decoder), and the figures reported are on
 DATA/test (its truth in test_gt.json, as `digitdet synth` writes it): COCO mAP, AP50 and
-whole-number accuracy from digitdet.metrics, for every model.
+whole-number accuracy from digitdet.metrics, for every model. With ``--tune-scale`` a digitdet
+recipe's input scale is chosen on DATA/valid too (as `digitdet evaluate --tune-scale`).
+``--eval-only`` scores the runs already in ``--out`` without training.
 
 * digitdet recipes (configs/*.yaml): `fit` with ``time_budget_min`` (what is left of the budget
   after the recipe's backbone pre-training, ``pretrain_epochs``), which plans the learning-rate
@@ -41,7 +43,7 @@ from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.decode import tune_decoder
 from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
-from digitdet.inference import load_detector
+from digitdet.inference import SCALE_FACTORS, load_detector, tune_reading
 from digitdet.metrics import gt_numbers
 
 
@@ -80,13 +82,13 @@ def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: in
     return out / "best.pt"
 
 
-def digitdet_detections(weights: Path, data: Path, split: str, workers: int, limit: int = 0):
+def digitdet_detections(weights: Path, data: Path, split: str, workers: int, limit: int = 0, overrides=()):
     """Detections on a split (its first ``limit`` images when > 0) and the model's config."""
     from digitdet.data.coco import ImageFolderDataset
     from digitdet.data.loaders import inference_loader
     from digitdet.data.transforms import build_transforms
 
-    model, cfg, _ = load_detector(weights, torch.device("cpu"))
+    model, cfg, _ = load_detector(weights, torch.device("cpu"), list(overrides))
     images_dir, _ = split_paths(data, split)
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
     ds.items = ds.items[: limit or None]
@@ -173,6 +175,10 @@ def main(argv=None) -> None:
     p.add_argument("--procs", type=int, default=1,
                    help="digitdet recipes: train with this many processes (torchrun, gloo) of --threads each")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--tune-scale", action="store_true",
+                   help="digitdet recipes: choose the input scale on valid (%s x the training min_size)"
+                        % "/".join(f"{f:g}" for f in SCALE_FACTORS))
+    p.add_argument("--eval-only", action="store_true", help="digitdet recipes: score OUT/NAME/best.pt, no training")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -186,19 +192,30 @@ def main(argv=None) -> None:
             dv, dt = yolo_detections(model, args.data, "valid"), yolo_detections(model, args.data, "test")
         else:
             minutes = args.seed_minutes if name == "seed_r50v2" and args.seed_minutes else args.minutes
-            weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs, args.procs, args.threads,
-                                   args.train_images)
+            weights = out / "best.pt"
+            if args.eval_only and not weights.exists():
+                raise FileNotFoundError(f"--eval-only: no {weights}; train it first (without --eval-only)")
+            if not args.eval_only:
+                weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs, args.procs,
+                                       args.threads, args.train_images)
             limit = args.seed_eval_images if name == "seed_r50v2" else 0
-            dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit)
-            dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit)
-        row = {"model": name, "train_minutes": round((time.perf_counter() - t0) / 60, 1),
+            scale = []
+            if args.tune_scale and not limit:
+                images_dir, ann = split_paths(args.data, "valid")
+                best = tune_reading(weights, images_dir, load_coco_digits(ann, images_dir)[0], torch.device("cpu"),
+                                    SCALE_FACTORS, batch_size=8, workers=args.workers)
+                scale = [f"min_size={best['min_size']}", f"max_size={best['max_size']}"]
+            dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit, scale)
+            dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit, scale)
+        row = {"model": name, "train_minutes": None if args.eval_only and name != "yolov8n" else
+               round((time.perf_counter() - t0) / 60, 1), "min_size": None if name == "yolov8n" else cfg.min_size,
                **score(dv, dt, args.data, cfg, limit if name == "seed_r50v2" else 0)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'model':<22}{'minutes':>9}{'mAP':>8}{'AP50':>8}{'accuracy':>10}{'test images':>13}")
+    print(f"\n{'model':<22}{'minutes':>9}{'min_size':>9}{'mAP':>8}{'AP50':>8}{'accuracy':>10}{'test images':>13}")
     for r in rows:
-        print(f"{r['model']:<22}{r['train_minutes']:>9}{r['map']:>8.3f}{r['ap50']:>8.3f}{r['accuracy']:>10.3f}"
-              f"{r['test_images']:>13}")
+        print(f"{r['model']:<22}{r['train_minutes'] or '-':>9}{r['min_size'] or '-':>9}{r['map']:>8.3f}{r['ap50']:>8.3f}"
+              f"{r['accuracy']:>10.3f}{r['test_images']:>13}")
 
 
 if __name__ == "__main__":
