@@ -75,18 +75,20 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
     accuracy on an annotated split (tune on validation, never on what you report).
 
     For each factor f the model (``weights``: a checkpoint, None = the bundled one) reads
-    ``images_dir`` with min_size = round(f x its training min_size) and the long side capped at
-    the training ratio; :func:`digitdet.decode.tune_decoder` picks the threshold. ``gt`` is the
+    ``images_dir`` with min_size = round(f x its training min_size, or the one in ``overrides``)
+    and the long side capped at the same ratio; :func:`digitdet.decode.tune_decoder` picks the threshold. ``gt`` is the
     split's COCO dict; ``workers`` None = the config's. Returns the best scale (ties: the
     smaller, faster one) as ``{"min_size", "max_size", "score_thresh", "iou_thresh", "accuracy",
     "detections", "images_per_s", "cfg", "table": [(min_size, score_thresh, accuracy), ...]}``;
     ``cfg`` is the model's config with these settings, ``detections`` its raw detections there.
     """
-    trained = load_checkpoint(_weights_path(weights))["config"]
+    path = _weights_path(weights)
+    # the training scale (or the one given in overrides) is the base, not a previously tuned one
+    base = Config.from_dict(load_checkpoint(path)["config"], source=str(path)).override(overrides or [])
     truth, best, table = gt_numbers(gt), None, []
     for f in factors:
-        size = round(f * trained["min_size"])
-        max_size = round(size * trained["max_size"] / trained["min_size"])
+        size = round(f * base.min_size)
+        max_size = round(size * base.max_size / base.min_size)
         model, cfg, _ = load_detector(weights, device, [*(overrides or []), f"min_size={size}", f"max_size={max_size}"])
         _, loader = folder_loader(images_dir, cfg, batch_size, cfg.workers if workers is None else workers)
         out = predict_batches(model, loader, device, progress=progress, desc=f"read at min_size {size}")

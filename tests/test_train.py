@@ -148,6 +148,13 @@ def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_dat
     state = load_checkpoint(weights)
     assert state["config"]["min_size"] == 48  # the training scale stays in the config
     assert (state["decoder"]["min_size"], state["decoder"]["max_size"]) == (best, round(best * 128 / 48))
+    # a min_size given as an override is the base the factors multiply, not the stored (tuned) one
+    from digitdet.data.coco import load_coco_digits, split_paths
+    from digitdet.inference import tune_reading
+    images_dir, ann = split_paths(tiny_data, "valid")
+    table = tune_reading(weights, images_dir, load_coco_digits(ann, images_dir)[0], torch.device("cpu"), (1.0, 1.5),
+                         workers=0, overrides=["min_size=40", "max_size=100"])["table"]
+    assert [size for size, _, _ in table] == [40, 60]
     # predict reads at the stored scale; the decoder dict is what changes it
     state["decoder"].update(min_size=72, max_size=192)
     torch.save(state, weights)
