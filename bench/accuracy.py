@@ -199,14 +199,16 @@ def main(argv=None) -> None:
                 weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs, args.procs,
                                        args.threads, args.train_images)
             limit = args.seed_eval_images if name == "seed_r50v2" else 0
-            scale = []
-            if args.tune_scale and not limit:
+            if args.tune_scale and not limit:  # valid's detections at the chosen scale come with the choice
                 images_dir, ann = split_paths(args.data, "valid")
                 best = tune_reading(weights, images_dir, load_coco_digits(ann, images_dir)[0], torch.device("cpu"),
                                     SCALE_FACTORS, batch_size=8, workers=args.workers)
-                scale = [f"min_size={best['min_size']}", f"max_size={best['max_size']}"]
-            dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit, scale)
-            dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit, scale)
+                dv, cfg = best["detections"], best["cfg"]
+                dt, _ = digitdet_detections(weights, args.data, "test", args.workers, 0,
+                                            [f"min_size={cfg.min_size}", f"max_size={cfg.max_size}"])
+            else:
+                dv, cfg = digitdet_detections(weights, args.data, "valid", args.workers, limit)
+                dt, _ = digitdet_detections(weights, args.data, "test", args.workers, limit)
         row = {"model": name, "train_minutes": None if args.eval_only and name != "yolov8n" else
                round((time.perf_counter() - t0) / 60, 1), "min_size": None if name == "yolov8n" else cfg.min_size,
                **score(dv, dt, args.data, cfg, limit if name == "seed_r50v2" else 0)}
