@@ -219,6 +219,31 @@ def test_every_marker_writer_draws_ten_distinct_digits_on_one_baseline():
         assert 0.6 * 56 <= masks[0].shape[0] <= 0.95 * 56, (k, masks[0].shape)
 
 
+def test_writers_draw_each_digit_in_their_own_proportions():
+    from digitdet.data.synth_strokes import N_HANDS, _writer
+    # writers that chose the same letterform of 4 still put its bar and stem in different places
+    forms = {}
+    for k in range(N_HANDS):
+        w = _writer(k, "4")
+        forms.setdefault(len(w["form"][0]), []).append(np.concatenate([np.array(s) for s in w["form"]]))
+    same_form = max(forms.values(), key=len)
+    assert len(same_form) >= 10
+    spread = np.stack(same_form).std(axis=0)
+    assert spread.max() > 0.02, "every writer drew the same skeleton"
+    # ... but the figure keeps its height (the renderer sizes glyphs by it)
+    for pts in same_form:
+        assert -0.1 <= pts[:, 1].min() and pts[:, 1].max() <= 1.1
+
+
+def test_marker_writers_share_one_weight_whatever_their_number():
+    from digitdet.data.synth_style import MARKER_WEIGHT, STYLE_WEIGHT, _pick_font
+    outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in available_fonts() if f.source != "strokes")
+    expected = MARKER_WEIGHT / (MARKER_WEIGHT + outline)  # ~16% with every font of `make fonts`
+    rng = np.random.default_rng(0)
+    share = np.mean([_pick_font(rng).style == "marker" for _ in range(4000)])
+    assert abs(share - expected) < 0.025, (share, expected)
+
+
 def test_marker_fonts_are_offered_and_letters_fall_back_to_an_outline_font():
     from digitdet.data.synth_fonts import glyph_mask
     from digitdet.data.synth_strokes import stroke_glyph_mask

@@ -7,8 +7,12 @@ draw none of these, and a model trained on them alone reads a hand-painted "174"
 Each writer is a pseudo-font named ``hand:K`` (K = 0..N_HANDS-1), a path-like key that travels
 through ``FontInfo.path`` and the glyph cache like a font file. Each digit is a skeleton of
 polylines in a unit box (``SKELETONS``: several letterforms per digit); writer K deterministically
-picks a form per digit, a pen width, a width/height ratio, a slant and a small per-point tremor,
-then the skeleton is stroked with OpenCV's anti-aliased round-capped lines. Written by hand here:
+picks a form per digit, a pen width, a width/height ratio, a slant, its own proportions (each
+stroke moved and stretched a little: where a 4's bar sits, how long a 7's bar or a 1's flag is)
+and a per-point tremor, then the skeleton is stroked with OpenCV's anti-aliased round-capped
+lines. 96 writers x 2-5 forms give every digit dozens of distinct shapes: with 24 writers and
+no proportions of their own, each digit had at most 24, too few for a model to learn what
+handwriting keeps and what it varies. Written by hand here:
 no maintained library renders handwriting-like digits offline (OpenCV 5's ``FONT_HERSHEY_*`` are
 now ordinary outline faces, no longer single-stroke fonts).
 
@@ -23,7 +27,7 @@ import zlib
 import cv2
 import numpy as np
 
-N_HANDS = 24
+N_HANDS = 96
 FIGURE_HEIGHT = 0.7  # digit height / font size, like a typical outline font's figures
 SHIFT = 4  # cv2 fixed-point bits: sub-pixel stroke positions
 
@@ -40,7 +44,9 @@ SKELETONS = {
     0: [[_arc(0.5, 0.5, 0.5, 0.5, -90, 270, 28)],
         [_arc(0.5, 0.5, 0.42, 0.5, -100, 262, 28)]],
     1: [[[(0.5, 0.0), (0.5, 1.0)]],                                      # bare stroke
+        [[(0.45, 0.0), (0.53, 0.5), (0.5, 1.0)]],                        # bare, bowed
         [[(0.15, 0.25), (0.55, 0.0), (0.55, 1.0)]],                      # flag
+        [[(0.3, 0.1), (0.55, 0.0), (0.55, 1.0)]],                        # short flag
         [[(0.2, 0.22), (0.5, 0.0), (0.5, 1.0)], [(0.15, 1.0), (0.85, 1.0)]]],  # flag and foot
     2: [[_arc(0.5, 0.28, 0.45, 0.28, 190, 360, 10) + [(0.92, 0.36), (0.02, 1.0), (1.0, 1.0)]],
         [[(0.05, 0.12), (0.5, 0.0), (0.95, 0.2), (0.85, 0.45), (0.05, 1.0), (1.0, 0.98)]]],
@@ -48,7 +54,8 @@ SKELETONS = {
         [[(0.05, 0.0), (0.95, 0.0), (0.4, 0.42)] + _arc(0.45, 0.71, 0.5, 0.29, -80, 160, 12)]],
     4: [[[(0.7, 1.0), (0.7, 0.0), (0.0, 0.68), (1.0, 0.68)]],             # closed
         [[(0.12, 0.0), (0.05, 0.62), (1.0, 0.62)], [(0.75, 0.08), (0.75, 1.0)]],  # open top
-        [[(0.2, 0.0), (0.1, 0.6), (0.95, 0.6)], [(0.7, 0.25), (0.7, 1.0)]]],   # open, short stem
+        [[(0.2, 0.0), (0.1, 0.6), (0.95, 0.6)], [(0.7, 0.25), (0.7, 1.0)]],    # open, short stem
+        [[(0.3, 0.12), (0.08, 0.58), (1.0, 0.55)], [(0.72, 0.0), (0.7, 1.0)]]],  # open, short arm
     5: [[[(0.95, 0.0), (0.15, 0.0), (0.1, 0.45)] + _arc(0.48, 0.7, 0.48, 0.3, -115, 160, 12)],
         [[(0.15, 0.0), (0.1, 0.45)] + _arc(0.48, 0.7, 0.48, 0.3, -115, 160, 12), [(0.15, 0.0), (0.95, 0.0)]]],
     6: [[_arc(0.85, 0.6, 0.8, 0.6, 250, 180, 8) + _arc(0.5, 0.7, 0.45, 0.3, 180, 540, 22)],
@@ -57,7 +64,8 @@ SKELETONS = {
         [[(0.0, 0.12), (0.02, 0.0), (1.0, 0.0), (0.35, 1.0)]],            # tick at the left end
         [[(0.0, 0.0), (1.0, 0.0), (0.3, 1.0)], [(0.3, 0.5), (0.85, 0.5)]],  # crossbar
         [[(0.05, 0.07), (0.95, 0.0), (0.62, 1.0)]],                      # steep stem (a painted 7)
-        [[(0.0, 0.12), (0.72, 0.0), (0.58, 1.0)]]],                      # short bar, near-vertical
+        [[(0.0, 0.12), (0.72, 0.0), (0.58, 1.0)]],                       # short bar, near-vertical
+        [[(0.1, 0.04), (0.95, 0.0)] + _arc(0.95, 1.0, 0.6, 1.0, -90, -180, 8)]],  # bowed stem
     8: [[_arc(0.5, 0.25, 0.38, 0.25, 90, 450, 20), _arc(0.5, 0.72, 0.48, 0.28, -90, 270, 22)],
         [_arc(0.5, 0.24, 0.4, 0.24, 120, 420, 18) + _arc(0.5, 0.72, 0.5, 0.28, -60, 240, 20)]],
     9: [[_arc(0.5, 0.3, 0.45, 0.3, 0, 360, 22) + [(0.95, 0.3), (0.9, 1.0)]],
@@ -78,9 +86,20 @@ def _writer(k: int, char: str) -> dict:
     """Writer k's letterform and pen for one digit: deterministic in (k, char)."""
     rng = np.random.default_rng(zlib.crc32(f"hand:{k}:{char}".encode()))
     pen = np.random.default_rng(k)  # the pen, width and slant are the writer's, shared by digits
-    return {"form": SKELETONS[int(char)][int(rng.integers(len(SKELETONS[int(char)])))],
+    form = SKELETONS[int(char)][int(rng.integers(len(SKELETONS[int(char)])))]
+    return {"form": [_proportioned(stroke, rng) for stroke in form],
             "pen": pen.uniform(0.06, 0.17), "aspect": pen.uniform(0.32, 0.68) * rng.uniform(0.92, 1.08),
-            "slant": pen.uniform(-0.08, 0.28), "tremor": rng.normal(0, 0.025, size=(64, 2))}
+            "slant": pen.uniform(-0.08, 0.28), "tremor": rng.normal(0, pen.uniform(0.01, 0.035), size=(64, 2))}
+
+
+def _proportioned(stroke, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """One stroke as this writer draws it: stretched by 0.8-1.2 about its centre, moved by up to
+    0.07 across and 0.04 up or down (figures keep their height: the renderer sizes by it)."""
+    pts = np.array(stroke, dtype=np.float64)
+    centre = pts.mean(axis=0)
+    scale = np.array([rng.uniform(0.8, 1.2), rng.uniform(0.92, 1.08)])
+    shift = np.array([rng.uniform(-0.07, 0.07), rng.uniform(-0.04, 0.04)])
+    return [tuple(p) for p in (pts - centre) * scale + centre + shift]
 
 
 def _hand_mask(k: int, size: int, char: str) -> tuple[np.ndarray, int]:
