@@ -48,16 +48,16 @@ from digitdet.metrics import gt_numbers
 
 
 def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0,
-                 procs: int = 1, threads: int = 1, train_images: int = 0) -> Path:
+                 procs: int = 1, threads: int = 1, train_images: int = 0, overrides=()) -> Path:
     """Train a digitdet recipe within ``minutes``, its backbone pre-training included (an
     ``out/backbone.pt`` already there is reused, and its time is then not counted). By default
     passes over all the training images until fit's time-budget plan ends the schedule;
     ``epochs`` > 0 caps the passes (of ``train_images`` images each, 0: all). ``procs`` > 1 trains
     under torchrun with ``threads`` threads per process; pre-training then uses procs x threads
-    threads in this process."""
+    threads in this process. ``overrides`` (key=value) change the recipe's settings."""
     from digitdet.train import _pretrain, fit
 
-    cfg = load_config(recipe, [f"workers={workers}", "eval_every=0", "save_every_steps=0"])
+    cfg = load_config(recipe, [*overrides, f"workers={workers}", "eval_every=0", "save_every_steps=0"])
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.pretrain_epochs and cfg.pretrained == "none":
@@ -178,6 +178,8 @@ def main(argv=None) -> None:
     p.add_argument("--tune-scale", action="store_true",
                    help="digitdet recipes: choose the input scale on valid (%s x the training min_size)"
                         % "/".join(f"{f:g}" for f in SCALE_FACTORS))
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="digitdet recipes: config overrides, e.g. train_scales=[0.75,1,1.25] (use --out to keep runs apart)")
     p.add_argument("--eval-only", action="store_true", help="digitdet recipes: score OUT/NAME/best.pt, no training")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -197,7 +199,7 @@ def main(argv=None) -> None:
                 raise FileNotFoundError(f"--eval-only: no {weights}; train it first (without --eval-only)")
             if not args.eval_only:
                 weights = run_digitdet(name, args.data, out, minutes, args.workers, args.epochs, args.procs,
-                                       args.threads, args.train_images)
+                                       args.threads, args.train_images, args.set)
             limit = args.seed_eval_images if name == "seed_r50v2" else 0
             if args.tune_scale and not limit:  # valid's detections at the chosen scale come with the choice
                 images_dir, ann = split_paths(args.data, "valid")

@@ -46,6 +46,9 @@ class Config:
     # SVHN photos are 20-300 px; 800 (torchvision's default) blows them up 10x for nothing.
     min_size: int = 96
     max_size: int = 320
+    # Multi-scale training: each training batch is resized to one of these factors x
+    # (min_size, max_size), drawn at random ([] = min_size only). Inference keeps min_size.
+    train_scales: list = field(default_factory=list)
     # One tuple of anchor sizes (px, at model input scale) per FPN level, smallest level first;
     # a "pool" level is added by torchvision for the last entry when len(anchor_sizes) > levels.
     anchor_sizes: list = field(default_factory=lambda: [[16, 24], [32, 48], [64, 96]])

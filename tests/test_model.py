@@ -116,3 +116,25 @@ def test_training_roi_align_equals_torchvision(levels, monkeypatch):
     assert torch.allclose(new, ref, atol=1e-5)
     for a, b in zip(new_grads, ref_grads):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_train_scales_resize_each_training_batch_to_one_scale_and_inference_keeps_min_size():
+    torch.manual_seed(0)
+    model = build_model(Config(**TINY, train_scales=[0.5, 2.0]))
+    images = [torch.rand(3, 40, 90), torch.rand(3, 50, 60)]
+    target = {"boxes": torch.tensor([[10.0, 5.0, 24.0, 35.0]]), "labels": torch.tensor([2])}
+    model.train()
+    heights = set()
+    for _ in range(12):
+        batch, _ = model.transform(images, [dict(target), dict(target)])
+        sizes = {min(h, w) for h, w in batch.image_sizes}
+        assert len(sizes) == 1, "one scale per batch, not per image"
+        heights |= sizes
+    assert heights == {24, 96}  # 0.5 x 48 and 2 x 48 (short sides: 40 and 50 px photos alike)
+    assert model.transform.min_size == (48,) and model.transform.max_size == 128  # restored
+    model.eval()
+    with torch.inference_mode():
+        batch, _ = model.transform(images)
+    assert {min(h, w) for h, w in batch.image_sizes} == {48}
+    with pytest.raises(ValueError, match="train_scales"):
+        build_model(Config(**TINY, train_scales=[0.0, 1.0]))
