@@ -81,10 +81,14 @@ def _gt_of(gt: dict | None, image_id: int):
 
 
 def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None = None, n: int = 36,
-                              score_thresh: float = 0.5, decode_iou: float = 0.5, seed: int = 0) -> list[Path]:
-    """``out_dir/grid.png`` of ``n`` images (a seeded sample of ``images_dir``; all when fewer) and
-    ``out_dir/images/<id>.png`` for each. Images of the folder are named ``<image_id>.png``."""
-    items = list_images(images_dir)
+                              score_thresh: float = 0.5, decode_iou: float = 0.5, seed: int = 0,
+                              only: set[int] | None = None) -> list[Path]:
+    """``out_dir/grid.png`` of ``n`` images (a seeded sample of ``images_dir``, or of its images
+    whose id is in ``only``; all when fewer) and ``out_dir/images/<id>.png`` for each. Images of
+    the folder are named ``<image_id>.png``."""
+    items = [it for it in list_images(images_dir) if only is None or it[0] in only]
+    if not items:
+        raise ValueError(f"{images_dir}: none of its images is among the {len(only or ())} chosen")
     if n < 1:
         raise ValueError(f"n must be >= 1 picture, got {n}")
     chosen = sorted(random.Random(seed).sample(items, min(n, len(items))))

@@ -111,3 +111,24 @@ def test_visualize_reads_numbers_with_the_threshold_predict_used(tiny_data, tmp_
     assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.25  # boxes of score 0.3 are read
     assert main([*args, "--decode-thresh", "0.5", "--out", str(tmp_path / "b")]) == 0
     assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.5
+
+
+def test_visualize_errors_draws_only_the_numbers_read_wrong(tiny_data, tmp_path, capsys):
+    gt = json.loads((tiny_data / "test_gt.json").read_text())
+    first = min(im["id"] for im in gt["images"])
+    # every digit found, but the first image's digits read as another digit
+    pred = [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.8,
+             "category_id": a["category_id"] % 10 + 1 if a["image_id"] == first else a["category_id"]}
+            for a in gt["annotations"]]
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    args = ["visualize", "--pred", str(tmp_path / "pred.json"), "--images", str(tiny_data / "test"),
+            "--gt", str(tiny_data / "test_gt.json"), "--n", "4"]
+    assert main([*args, "--errors", "--out", str(tmp_path / "a")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 1 and report["errors"] == {"wrong_digit": 1}
+    assert [p.name for p in (tmp_path / "a" / "images").glob("*.png")] == [f"{first}.png"]
+    assert main([*args, "--errors", "missed_digit", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 0 and not (tmp_path / "b").exists()
+    assert main(["visualize", "--pred", str(tmp_path / "pred.json"), "--images", str(tiny_data / "test"),
+                 "--errors", "--out", str(tmp_path / "c")]) != 0
+    assert "--errors needs --gt" in capsys.readouterr().err

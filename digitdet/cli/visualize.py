@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits
 from digitdet.decode import group_by_image
+from digitdet.diagnostics import worst_number_errors
 from digitdet.inference import decoder_of_predictions
 from digitdet.io import read_pred_json
+from digitdet.metrics import ERROR_KINDS
 from digitdet.report import write_prediction_pictures
 
 
@@ -26,6 +29,9 @@ def add_parser(sub, name):
                         "pred.csv with (its pred_config.json beside pred.json), else 0.5")
     p.add_argument("--decode-iou", type=float,
                    help="duplicate suppression IoU when reading; default: as predict used, else 0.5")
+    p.add_argument("--errors", nargs="*", choices=[k for k in ERROR_KINDS if k != "correct"], metavar="KIND",
+                   help="with --gt: draw only numbers read wrong, of these kinds if given (%s)"
+                        % ", ".join(k for k in ERROR_KINDS if k != "correct"))
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -39,7 +45,17 @@ def run(args) -> int:
                                                  "iou_thresh": defaults.decode_iou_thresh}
     thresh = args.decode_thresh if args.decode_thresh is not None else used["score_thresh"]
     iou = args.decode_iou if args.decode_iou is not None else used["iou_thresh"]
-    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed)
+    only, errors = None, None
+    if args.errors is not None:
+        if gt is None:
+            raise ValueError("--errors needs --gt (the truth to compare the numbers read with)")
+        wrong = worst_number_errors(dets, gt, thresh, iou, n=len(gt["images"]))
+        errors = dict(Counter(e["kind"] for e in wrong))
+        only = {e["image_id"] for e in wrong if not args.errors or e["kind"] in args.errors}
+        if not only:
+            print(json.dumps({"images": 0, "errors": errors, "decode_thresh": thresh, "decode_iou": iou}))
+            return 0
+    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed, only)
     print(json.dumps({"grid": str(paths[0]), "images": len(paths) - 1, "out": str(Path(args.out)),
-                      "decode_thresh": thresh, "decode_iou": iou}))
+                      "decode_thresh": thresh, "decode_iou": iou, **({"errors": errors} if errors is not None else {})}))
     return 0
