@@ -10,7 +10,7 @@ polylines in a unit box (``SKELETONS``: several letterforms per digit); writer K
 picks a form per digit, a pen width, a width/height ratio, a slant, its own proportions (each
 stroke moved and stretched a little: where a 4's bar sits, how long a 7's bar or a 1's flag is)
 and a per-point tremor, then the skeleton is stroked with OpenCV's anti-aliased round-capped
-lines. 96 writers x 2-5 forms give every digit dozens of distinct shapes: with 24 writers and
+lines. 96 writers x 2-6 forms give every digit dozens of distinct shapes: with 24 writers and
 no proportions of their own, each digit had at most 24, too few for a model to learn what
 handwriting keeps and what it varies. Written by hand here:
 no maintained library renders handwriting-like digits offline (OpenCV 5's ``FONT_HERSHEY_*`` are
@@ -93,8 +93,9 @@ def _writer(k: int, char: str) -> dict:
 
 
 def _proportioned(stroke, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """One stroke as this writer draws it: stretched by 0.8-1.2 about its centre, moved by up to
-    0.07 across and 0.04 up or down (figures keep their height: the renderer sizes by it)."""
+    """One stroke as this writer draws it: stretched about its centre by 0.8-1.2 across and
+    0.92-1.08 up-down, moved by up to 0.07 across and 0.04 up or down (figures keep about their
+    height: the renderer sizes glyphs by it)."""
     pts = np.array(stroke, dtype=np.float64)
     centre = pts.mean(axis=0)
     scale = np.array([rng.uniform(0.8, 1.2), rng.uniform(0.92, 1.08)])
