@@ -118,6 +118,18 @@ def test_training_roi_align_equals_torchvision(levels, monkeypatch):
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_inputs_are_resized_to_exactly_min_size_or_max_size():
+    # Plain torchvision floors side * (min_size / side) computed in double precision, which gives
+    # 63 for a 49-px photo at min_size 64 (and 159 for a 303-px long side at max_size 160); the
+    # exported ONNX graph computes it in float32 and gets 64, so the two read different inputs.
+    model = build_model(Config(**{**TINY, "min_size": 64, "max_size": 160})).eval()
+    shapes = [(49, 120), (98, 150), (187, 300), (60, 303), (80, 616), (30, 308)]
+    with torch.inference_mode():
+        batch, _ = model.transform([torch.rand(3, h, w) for h, w in shapes])
+    assert [tuple(s) for s in batch.image_sizes] == [(64, 156), (64, 97), (64, 102), (31, 160), (20, 160), (15, 160)]
+    assert model.transform.min_size == (64,) and model.transform.max_size == 160  # restored
+
+
 def test_train_scales_resize_each_training_batch_to_one_scale_and_inference_keeps_min_size():
     torch.manual_seed(0)
     model = build_model(Config(**TINY, train_scales=[0.5, 2.0]))

@@ -22,7 +22,7 @@ from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn,
                                        load_backbone_file, num_feature_maps)
 from digitdet.models.roi_align import TrainingRoIAlign
 from digitdet.models.roi_heads import DigitRoIHeads
-from digitdet.models.transform import BatchScaleTransform
+from digitdet.models.transform import DigitTransform
 
 BACKBONES = sorted([*RESNETS, *MOBILENETS, "resnet50_fpn_v2"])
 
@@ -93,8 +93,7 @@ def build_model(cfg, load_weights: bool = True) -> nn.Module:
                            box_predictor=FastRCNNPredictor(cfg.representation_size, L.NUM_CLASSES),
                            **_model_kwargs(cfg))
     model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta)
-    if cfg.train_scales:
-        model.transform = BatchScaleTransform.from_torchvision(model.transform, cfg.train_scales)
+    model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales)
     if load_weights and cfg.pretrained not in ("none", "torchvision"):
         load_pretrained_file(model, cfg.pretrained)
     return model
