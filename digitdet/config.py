@@ -14,6 +14,9 @@ from pathlib import Path
 
 import yaml
 
+# The loss terms of torchvision's Faster R-CNN, in the order logs and metrics.csv list them.
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -92,6 +95,9 @@ class Config:
     lr_gamma: float = 0.1
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N)
     clip_grad: float = 10.0  # max gradient norm; 0 disables
+    # Weight of each loss term in the sum that is minimised, e.g. {loss_classifier: 2.0}; terms not
+    # named weigh 1. Terms: LOSS_NAMES (box head: classifier, box_reg; RPN: objectness, rpn_box_reg).
+    loss_weights: dict = field(default_factory=dict)
     # Exponential moving average of the weights (0 = off): validation, best.pt and predictions use
     # the average, whose decay ramps up as min(ema_decay, (1 + n) / (10 + n)) after n steps. Off by
     # default: with a cosine schedule that ends at lr 0 it gained nothing here (valid mAP 0.408 vs
@@ -176,6 +182,13 @@ def _coerce(key: str, value, default, source: str):
         return value
     if isinstance(default, list) and isinstance(value, (list, tuple)):
         return json.loads(json.dumps(list(value)))
+    if key == "loss_weights" and isinstance(value, dict):
+        bad = sorted(str(k) for k in value if k not in LOSS_NAMES)
+        if bad:
+            raise ValueError(f"{source}: loss_weights has unknown term(s) {bad}; terms: {list(LOSS_NAMES)}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value.values()):
+            raise ValueError(f"{source}: loss_weights must map terms to numbers >= 0, got {value!r}")
+        return {k: float(v) for k, v in value.items()}
     raise ValueError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
 
 

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from digitdet.config import LOSS_NAMES
 from digitdet.distributed import unwrap
-
-LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,6 +38,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg
     and ``stopped`` (whether on_step asked to stop).
     """
     model.train()
+    weights = cfg.loss_weights
     sums = {k: 0.0 for k in (*LOSS_NAMES, "loss")}
     n_batches, n_images, t0 = 0, 0, time.perf_counter()
     step, stopped = start_step, False
@@ -53,7 +53,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, cfg
         with nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync():
             with _autocast(device, cfg.amp):
                 losses = model(images, targets)
-            loss = sum(losses[k] for k in LOSS_NAMES if k in losses)
+            loss = sum(losses[k] * weights.get(k, 1.0) for k in LOSS_NAMES if k in losses)
             if not math.isfinite(loss.item()):
                 raise TrainingDiverged(
                     f"epoch {epoch}, step {step}: loss is {loss.item()} "

@@ -27,3 +27,8 @@ def test_unknown_key_and_bad_type_are_clear_errors(tmp_path):
         load_config(str(bad))
     with pytest.raises(FileNotFoundError, match="not a packaged recipe"):
         load_config("nope")
+    with pytest.raises(ValueError, match=r"unknown term\(s\) \['loss_cls'\]"):
+        load_config("default", ["loss_weights={loss_cls: 2}"])
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        load_config("default", ["loss_weights={loss_classifier: -1}"])
+    assert load_config("default", ["loss_weights={loss_box_reg: 2}"]).loss_weights == {"loss_box_reg": 2.0}

@@ -67,3 +67,16 @@ def test_ema_follows_the_weights_with_the_ramped_decay():
     assert torch.allclose(ema.module[0].weight, torch.full((2, 2), expected))
     assert not torch.allclose(ema.module[0].weight, model[0].weight)
     assert ema.module[1].num_batches_tracked == model[1].num_batches_tracked == 30  # copied, not averaged
+
+
+def test_loss_weights_scale_each_term_of_the_minimised_sum():
+    model = _StubDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    loader = [([torch.ones(3, 2, 2)], [{}])]  # loss_classifier = (1 x 12)^2 = 144, the rest 0
+    device = torch.device("cpu")
+    plain = train_one_epoch(model, optimizer, scheduler, loader, device, 0, Config(), progress=False)
+    cfg = Config().override(["loss_weights={loss_classifier: 2.5}"])
+    weighted = train_one_epoch(model, optimizer, scheduler, loader, device, 0, cfg, progress=False)
+    assert plain["loss"] == plain["loss_classifier"] == 144.0
+    assert weighted["loss"] == 2.5 * weighted["loss_classifier"] == 360.0
