@@ -115,7 +115,7 @@ def _matplotlib_candidates() -> list[FontInfo]:
             if os.path.isfile(os.path.join(folder, f))]
 
 
-def _draws_digits(path: str) -> bool:
+def draws_digits(path: str) -> bool:
     """True when the font draws ten distinct, non-empty digit glyphs (no .notdef boxes)."""
     try:
         masks = [glyph_mask(path, FONT_SIZES[0], str(d))[0] for d in range(10)]
@@ -137,7 +137,7 @@ def available_fonts() -> tuple[FontInfo, ...]:
     ``pip install matplotlib``.
     """
     fonts = [f for f in _system_candidates() + _pypi_candidates() + _matplotlib_candidates()
-             if _draws_digits(f.path)]
+             if draws_digits(f.path)]
     if not fonts:
         raise RuntimeError("no usable font found: install matplotlib (it ships DejaVu) or `make fonts`")
     return tuple(fonts) + tuple(FontInfo(key, style, "strokes") for key, style in stroke_keys())
