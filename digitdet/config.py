@@ -40,8 +40,10 @@ class Config:
     # which include the backbone pre-trained by pretrain_epochs (the recipes train all: freezing
     # conv1 + layer1 after pre-training ended the 60-minute benchmark worse, README).
     trainable_layers: int = 5
-    # Which ResNet stages (1-4) feed the FPN. Digits are 13-80 px at our input scale, so the
-    # stride 8/16/32 maps of stages 2-4 are enough; stage 1 (stride 4) costs a lot for little.
+    # Which ResNet stages (1-4) feed the FPN; stage k has stride 2**(k+1). torchvision's RoI
+    # pooler takes every box under 112 px from the finest map, so its stride decides how many
+    # cells a digit spans: stages 1-2 (strides 4, 8) read far better than 2-3 in the recipes
+    # (README "One pass, one change"); stages after the last one listed are not run.
     returned_layers: list = field(default_factory=lambda: [2, 3, 4])
     fpn_channels: int = 128  # FPN width; 256 in torchvision, 128 halves head cost
     fpn_extra_pool: bool = False  # add torchvision's max-pooled extra level (needs one more anchor level)

@@ -80,7 +80,7 @@ def test_roi_pool_strides_do_not_depend_on_the_first_batch():
     assert torch.allclose(after_wide, first)
 
 
-@pytest.mark.parametrize("levels", [[3], [3, 4]])
+@pytest.mark.parametrize("levels", [[3], [3, 4], [2, 3]])
 def test_training_roi_align_equals_torchvision(levels, monkeypatch):
     """The fast training pooler gives torchvision's outputs and feature gradients, boxes on every
     level, partly or wholly outside the maps, and tiny boxes included."""
