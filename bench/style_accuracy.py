@@ -14,7 +14,6 @@ learned the hand-drawn letterforms at all, and how far it reads beyond the typef
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 from collections import defaultdict
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 import digitdet.data.synth_style as synth_style
-from digitdet.data.synth_fonts import SYSTEM_FONT_DIRS, FontInfo, available_fonts, draws_digits
+from digitdet.data.synth_fonts import FontInfo, available_fonts, draws_digits, system_font_files
 from digitdet.data.synthetic import render_sample, sample_rng
 from digitdet.decode import decode_number
 from digitdet.engine import model_detections
@@ -36,13 +35,12 @@ NOT_DIGIT_FACES = {"D050000L.otf", "D050000L.ttf"}
 def unseen_fonts(used: list[FontInfo]) -> list[FontInfo]:
     """Installed .ttf/.otf faces that draw ten digits and that the renderer never uses."""
     seen, out = {os.path.basename(f.path) for f in used} | NOT_DIGIT_FACES, []
-    for root in SYSTEM_FONT_DIRS:
-        for path in sorted(glob.glob(os.path.join(root, "**", "*.[ot]tf"), recursive=True)):
-            name = os.path.basename(path)
-            if name not in seen:
-                seen.add(name)
-                if draws_digits(path):
-                    out.append(FontInfo(path, "unseen", "apt"))
+    for path in system_font_files():
+        name = os.path.basename(path)
+        if name not in seen:
+            seen.add(name)
+            if draws_digits(path):
+                out.append(FontInfo(path, "unseen", "apt"))
     return out
 
 

@@ -84,13 +84,18 @@ class FontInfo:
     source: str
 
 
+def system_font_files() -> list[str]:
+    """Every .ttf/.otf under SYSTEM_FONT_DIRS, in a fixed order (directory, then path)."""
+    return [path for root in SYSTEM_FONT_DIRS
+            for path in sorted(glob.glob(os.path.join(root, "**", "*.[ot]tf"), recursive=True))]
+
+
 def _system_candidates() -> list[FontInfo]:
     found = {}
-    for root in SYSTEM_FONT_DIRS:
-        for path in sorted(glob.glob(os.path.join(root, "**", "*.[ot]tf"), recursive=True)):
-            name = os.path.basename(path)
-            if name in SYSTEM_FONTS and name not in found:
-                found[name] = FontInfo(path, SYSTEM_FONTS[name], "apt")
+    for path in system_font_files():
+        name = os.path.basename(path)
+        if name in SYSTEM_FONTS and name not in found:
+            found[name] = FontInfo(path, SYSTEM_FONTS[name], "apt")
     return list(found.values())
 
 
