@@ -61,6 +61,12 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.fixture(scope="session")
+def pillow_numbers(tmp_path_factory) -> Path:
+    """20 test photos only (other seed): numbers the synthetic renderer did not draw."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("pillow"), n_train=0, n_valid=0, n_test=20, seed=7)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
