@@ -45,6 +45,7 @@ from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
 from digitdet.inference import SCALE_FACTORS, load_detector, tune_reading
 from digitdet.metrics import gt_numbers
+from digitdet.zoom import reading_detector
 
 
 def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0,
@@ -93,7 +94,8 @@ def digitdet_detections(weights: Path, data: Path, split: str, workers: int, lim
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
     ds.items = ds.items[: limit or None]
     loader = inference_loader(ds, None, 8, workers)
-    return predict_batches(model, loader, torch.device("cpu"), progress=False)["detections"], cfg
+    detect = reading_detector(model, cfg, torch.device("cpu"))
+    return predict_batches(model, loader, torch.device("cpu"), progress=False, detect=detect)["detections"], cfg
 
 
 # ultralytics' own 'auto' choice below 10k iterations: AdamW, lr0 = 0.002 * 5 / (4 + nc), nc = 10

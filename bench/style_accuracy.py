@@ -25,8 +25,8 @@ import digitdet.data.synth_style as synth_style
 from digitdet.data.synth_fonts import FontInfo, available_fonts, draws_digits, system_font_files
 from digitdet.data.synthetic import render_sample, sample_rng
 from digitdet.decode import decode_number
-from digitdet.engine import model_detections
 from digitdet.inference import load_detector
+from digitdet.zoom import reading_detector
 
 # Installed faces whose ten digit code points draw ten distinct symbols, not digits.
 NOT_DIGIT_FACES = {"D050000L.otf", "D050000L.ttf"}
@@ -63,11 +63,12 @@ def only_fonts(pool, picked: list):
 def accuracy(model, cfg, pool, n: int, seed: int) -> tuple[float, dict]:
     """(accuracy over n fresh numbers in ``pool``'s faces, {font file: [correct, images]})."""
     correct, per_font = 0, defaultdict(lambda: [0, 0])
+    detect = reading_detector(model, cfg, torch.device("cpu"))
     for i in range(n):
         picked = []
         with only_fonts(pool, picked):
             image, anns = render_sample(sample_rng(seed, "test", i))
-        boxes, labels, scores = model_detections(model, [to_tensor(image)], torch.device("cpu"))[0]
+        boxes, labels, scores = detect([to_tensor(image)])[0]
         read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                              iou_thresh=cfg.decode_iou_thresh)
         hit = read == "".join(str(a["digit"]) for a in anns)

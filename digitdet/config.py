@@ -133,6 +133,14 @@ class Config:
     pred_max_per_image: int = 30
     decode_score_thresh: float = 0.5  # digits kept when reading the number (tunable)
     decode_iou_thresh: float = 0.5  # class-agnostic duplicate suppression when reading
+    # Zoom-in reading (digitdet/zoom.py): photos whose digits are small (median height under
+    # zoom_below x the short side; pass 1's digits scoring >= zoom_score) are read again on a crop
+    # reaching zoom_margin digit heights beyond them. +4.5 points of valid accuracy for the
+    # bundled model at ~1.4x the reading time (README, "Zoom-in reading").
+    zoom_read: bool = True
+    zoom_score: float = 0.3
+    zoom_below: float = 0.45
+    zoom_margin: float = 0.75
     eval_batch_size: int = 32
 
     # ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from digitdet.decode import decode_number, detections_to_coco
 from digitdet.distributed import gather_predictions, on_main
 from digitdet.engine import empty_detections, predict_batches
 from digitdet.metrics import coco_map, gt_numbers, number_errors, sequence_accuracy
+from digitdet.zoom import reading_detector
 
 
 def detections_to_results(dets: dict, score_thresh: float, max_dets: int) -> list[dict]:
@@ -41,7 +42,8 @@ def evaluate(model, loader, device, gt: dict, cfg, progress: bool = True) -> tup
     plain, not DDP-wrapped, model; every rank gets back the detections of the whole split and
     the metrics rank 0 computed from them, so all ranks take the same best/early-stop decisions.
     """
-    out = gather_predictions(predict_batches(model, loader, device, progress=progress, desc="evaluate"))
+    out = gather_predictions(predict_batches(model, loader, device, progress=progress, desc="evaluate",
+                                             detect=reading_detector(model, cfg, device)))
     metrics = on_main(score_detections, out["detections"], gt, cfg)
     metrics["images_per_s"] = out["images_per_s"]
     return metrics, out["detections"]

@@ -24,6 +24,7 @@ from digitdet.evaluation import decode_all, detections_to_results
 from digitdet.io import load_checkpoint, read_json, write_json, write_pred_csv, write_pred_json
 from digitdet.metrics import gt_numbers
 from digitdet.models.faster_rcnn import build_model
+from digitdet.zoom import reading_detector
 
 log = logging.getLogger("digitdet")
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "assets" / "digitdet_synth.pt"
@@ -91,7 +92,8 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
         max_size = round(size * base.max_size / base.min_size)
         model, cfg, _ = load_detector(weights, device, [*(overrides or []), f"min_size={size}", f"max_size={max_size}"])
         _, loader = folder_loader(images_dir, cfg, batch_size, cfg.workers if workers is None else workers)
-        out = predict_batches(model, loader, device, progress=progress, desc=f"read at min_size {size}")
+        out = predict_batches(model, loader, device, progress=progress, desc=f"read at min_size {size}",
+                              detect=reading_detector(model, cfg, device))
         tuned = tune_decoder(out["detections"], truth, iou_thresh=cfg.decode_iou_thresh)
         table.append((size, tuned["score_thresh"], tuned["accuracy"]))
         log.info("min_size %d (max_size %d): accuracy %.4f at threshold %.2f", size, max_size,
@@ -126,12 +128,13 @@ def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32,
                    progress: bool = True, detect=None) -> dict:
     """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s"}``.
 
-    ``detect`` replaces the plain model call (see :func:`digitdet.engine.predict_batches`).
+    ``detect`` replaces the plain model call (see :func:`digitdet.engine.predict_batches`); either
+    is wrapped in zoom-in reading when ``cfg.zoom_read`` is on (:mod:`digitdet.zoom`).
 
     Under torchrun, detections and errors are this rank's share only (see :func:`folder_loader`).
     """
     ds, loader = folder_loader(images_dir, cfg, batch_size, workers)
-    out = predict_batches(model, loader, device, progress=progress, detect=detect)
+    out = predict_batches(model, loader, device, progress=progress, detect=reading_detector(model, cfg, device, detect))
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
     out["image_ids"] = [i for i, _ in ds.items]

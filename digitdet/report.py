@@ -31,6 +31,7 @@ from digitdet.io import load_checkpoint
 from digitdet.labels import category_to_digit
 from digitdet.plots import confusion_figure, pr_curves_figure, read_metrics_csv, training_curves_figure
 from digitdet.visualize import draw_boxes, image_grid, save_figure_atomic, save_png_atomic
+from digitdet.zoom import reading_detector
 
 GT_COLOR = (0, 200, 0)  # ground truth is drawn in one colour, predictions in one colour per digit
 
@@ -156,6 +157,7 @@ def write_run_pictures(run_dir, model, loader, device, gt: dict, images_dir, cfg
     decoder = best.get("decoder") or {}
     cfg = dataclasses.replace(cfg, decode_score_thresh=float(decoder.get("score_thresh", cfg.decode_score_thresh)),
                               decode_iou_thresh=float(decoder.get("iou_thresh", cfg.decode_iou_thresh)))
-    dets = predict_batches(model, loader, device, progress=progress, desc="pictures (best.pt)")["detections"]
+    dets = predict_batches(model, loader, device, progress=progress, desc="pictures (best.pt)",
+                           detect=reading_detector(model, cfg, device))["detections"]
     return written + write_evaluation_pictures(run_dir, dets, gt, images_dir, cfg)
 

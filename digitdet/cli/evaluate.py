@@ -15,7 +15,8 @@ from digitdet.inference import SCALE_FACTORS, folder_loader, load_detector, reso
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
 from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
 from digitdet.report import write_evaluation_pictures
-from digitdet.tta import predict_batches_tta
+from digitdet.tta import tta_detector
+from digitdet.zoom import reading_detector
 
 log = logging.getLogger("digitdet")
 
@@ -83,8 +84,8 @@ def _run_model(args, images_dir):
     device = resolve_device(args.device)
     model, cfg, _ = load_detector(args.weights, device, args.overrides)
     _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
-    predict = predict_batches_tta if args.tta else predict_batches
-    out = predict(model, loader, device, progress=not args.quiet, desc="evaluate")
+    detect = reading_detector(model, cfg, device, tta_detector(model, device) if args.tta else None)
+    out = predict_batches(model, loader, device, progress=not args.quiet, desc="evaluate", detect=detect)
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}
     return metrics, out["detections"], cfg
 

@@ -1,0 +1,73 @@
+"""Zoom-in reading: which photos are read again, where the crop lies, and boxes mapped back."""
+import numpy as np
+import pytest
+import torch
+
+from digitdet.config import load_config
+from digitdet.zoom import reading_detector, zoom_detector, zoom_region
+
+
+def test_region_grows_the_digits_box_by_margin_digit_heights_and_clips_to_the_photo():
+    # two 10-px-tall digits in a 200 x 300 photo: 10 < 0.45 x 200, so zoom
+    boxes = np.array([[100, 50, 106, 60], [108, 52, 114, 62]], dtype=np.float32)
+    region = zoom_region(boxes, np.array([0.9, 0.8]), height=200, width=300, margin=0.75)
+    m = 0.75 * 10
+    assert region == (int(np.floor(100 - m)), int(np.floor(50 - m)), int(np.ceil(114 + m)), int(np.ceil(62 + m)))
+    # near the corner the crop is clipped to the photo
+    corner = zoom_region(np.array([[1, 2, 7, 12]]), np.array([0.9]), height=200, width=300, margin=0.75)
+    assert corner == (0, 0, int(np.ceil(7 + m)), int(np.ceil(12 + m)))
+
+
+def test_no_region_when_no_digit_scores_enough_or_the_digits_are_already_large():
+    boxes = np.array([[10, 10, 20, 30]], dtype=np.float32)  # 20 px tall
+    assert zoom_region(boxes, np.array([0.29]), 100, 100, score=0.3) is None
+    assert zoom_region(np.zeros((0, 4)), np.zeros(0), 100, 100) is None
+    assert zoom_region(boxes, np.array([0.9]), 40, 100, below=0.45) is None  # 20 >= 0.45 x 40
+    assert zoom_region(boxes, np.array([0.9]), 50, 100, below=0.45) is not None  # 20 < 0.45 x 50
+    # the median height decides, so one tall false box does not cancel the zoom
+    mixed = np.array([[10, 10, 20, 30], [30, 10, 40, 30], [50, 0, 60, 90]], dtype=np.float32)
+    assert zoom_region(mixed, np.ones(3), 100, 100) is not None
+
+
+@pytest.mark.parametrize("bad", [{"below": 0}, {"margin": -1}])
+def test_region_rejects_bad_settings(bad):
+    with pytest.raises(ValueError, match="zoom_"):
+        zoom_region(np.array([[0, 0, 5, 5]]), np.array([1.0]), 100, 100, **bad)
+
+
+def fake_detect(calls):
+    """A detector that finds one 10-px digit at (50, 40) in any photo at least 100 px wide and,
+    in a narrower image (a crop), one digit 7 at a fixed place in the crop's own pixels."""
+    def detect(images):
+        calls.append([tuple(im.shape[-2:]) for im in images])
+        out = []
+        for im in images:
+            if im.shape[-1] >= 100:
+                out.append((np.array([[50, 40, 56, 50]], np.float32), np.array([3]), np.array([0.9], np.float32)))
+            else:
+                out.append((np.array([[7, 8, 13, 18]], np.float32), np.array([8]), np.array([0.95], np.float32)))
+        return out
+    return detect
+
+
+def test_small_digits_are_read_again_on_the_crop_and_boxes_come_back_in_photo_pixels():
+    calls = []
+    detect = zoom_detector(fake_detect(calls), score=0.3, below=0.45, margin=0.75)
+    small, large = torch.zeros(3, 120, 200), torch.zeros(3, 20, 100)  # 10 px digit: 0.08 / 0.5 of the short side
+    (b1, l1, s1), (b2, l2, s2) = detect([small, large])
+    x1, y1, x2, y2 = zoom_region(np.array([[50, 40, 56, 50]]), np.array([0.9]), 120, 200)
+    assert calls == [[(120, 200), (20, 100)], [(y2 - y1, x2 - x1)]]  # only the small one is read again
+    np.testing.assert_allclose(b1, [[7 + x1, 8 + y1, 13 + x1, 18 + y1]])  # pass 2's box, moved back
+    assert l1.tolist() == [8] and s1.tolist() == pytest.approx([0.95])
+    np.testing.assert_allclose(b2, [[50, 40, 56, 50]])  # pass 1's detections kept
+    assert l2.tolist() == [3]
+
+
+def test_reading_detector_follows_the_config():
+    calls = []
+    base = fake_detect(calls)
+    cfg = load_config("default", ["zoom_read=false"])
+    assert reading_detector(None, cfg, torch.device("cpu"), base) is base
+    zoomed = reading_detector(None, load_config("default"), torch.device("cpu"), base)
+    zoomed([torch.zeros(3, 120, 200)])
+    assert len(calls) == 2
