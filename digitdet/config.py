@@ -82,6 +82,9 @@ class Config:
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value
     # ---- data / augmentation -------------------------------------------------------------
     augment: str = "digits"  # none | light | digits (see data/transforms.py); never flips
+    # Probability of first cropping a training photo around its digits (0.4-1.2 digit heights
+    # per side), the view zoom-in reading gives the model (data/transforms.CropAroundDigits).
+    crop_digits_p: float = 0.0
     workers: int = 2  # DataLoader worker processes
     # ---- optimisation --------------------------------------------------------------------
     epochs: int = 12

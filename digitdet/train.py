@@ -57,7 +57,8 @@ def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int 
         raise FileNotFoundError(f"{Path(data_root) / (split + '.json')}: annotations of split {split!r} not found")
     coco, report = load_coco_digits(ann, images_dir)
     log.info(report.summary(str(ann)))
-    ds = DigitDataset(coco, images_dir, build_transforms(cfg.augment, train), seed=cfg.seed, max_images=max_images)
+    transform = build_transforms(cfg.augment, train, cfg.crop_digits_p)
+    ds = DigitDataset(coco, images_dir, transform, seed=cfg.seed, max_images=max_images)
     keep = {im["id"] for im in ds.images}
     coco = {**coco, "images": ds.images, "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
     return ds, coco

@@ -127,3 +127,30 @@ def test_transforms_never_flip(tiny_data):
         raw = ds.target(0)
         if len(x) == len(raw["labels"]):  # boxes keep their left-to-right order
             assert x == sorted(x) and t["labels"].tolist() == raw["labels"].tolist()
+
+
+def test_crop_around_digits_keeps_every_digit_whole_within_its_margins():
+    from PIL import Image
+
+    from digitdet.data.transforms import PairedTransform
+
+    boxes = torch.tensor([[100.0, 60.0, 110.0, 80.0], [112.0, 62.0, 122.0, 82.0]])  # 20 px tall digits
+    target = {"boxes": boxes, "labels": torch.tensor([2, 5])}
+    crop = PairedTransform("none", crop_digits_p=1.0)
+    lo, hi = 0.4 * 20, 1.2 * 20  # the default margins, in pixels
+    for seed in range(20):
+        torch.manual_seed(seed)
+        img, t = crop(Image.new("RGB", (300, 200)), target)
+        h, w = img.shape[-2:]
+        # the crop spans the digits plus a margin in [lo, hi] (+1 px of rounding) on each side
+        assert 22 + 2 * lo - 1 <= w <= 22 + 2 * hi + 2 and 22 + 2 * lo - 1 <= h <= 22 + 2 * hi + 2
+        assert t["labels"].tolist() == [2, 5]
+        sizes = t["boxes"][:, 2:] - t["boxes"][:, :2]
+        assert torch.allclose(sizes, boxes[:, 2:] - boxes[:, :2])  # moved, never cut
+        assert (t["boxes"][:, :2] >= lo - 1).all() and (t["boxes"][:, 2] <= w - lo + 1).all()
+    # at the photo's edge the crop is clipped, and p = 0 leaves the photo alone
+    edge = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 20.0]]), "labels": torch.tensor([1])}
+    img, t = crop(Image.new("RGB", (300, 200)), edge)
+    assert t["boxes"][0, :2].tolist() == [0.0, 0.0] and img.shape[-1] < 300
+    img, t = PairedTransform("none", crop_digits_p=0.0)(Image.new("RGB", (300, 200)), target)
+    assert img.shape[-2:] == (200, 300) and torch.equal(t["boxes"], boxes)

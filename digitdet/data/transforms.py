@@ -11,6 +11,10 @@ Presets:
   digits - the default for training: photometric distortion, colour inversion (light digits
            on dark plates and the reverse), grey, blur, zoom-out (small numbers in big photos),
            affine (small rotation, shear, scale, shift)
+
+Any preset can start with :class:`CropAroundDigits` (``build_transforms(..., crop_digits_p=p)``,
+config ``crop_digits_p``): the view of a photo that zoom-in reading (digitdet/zoom.py) gives the
+model in its second pass.
 """
 from __future__ import annotations
 
@@ -40,12 +44,47 @@ def _augmentations(preset: str) -> list:
     raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {PRESETS}")
 
 
+class CropAroundDigits(torch.nn.Module):
+    """With probability ``p``, crop a photo to the box around all its digits grown by a random
+    ``margin`` (low, high) digit heights on each side, drawn per side, clipped to the photo.
+
+    Zoom-in reading crops a photo whose digits are small to 0.75 digit heights around them
+    (digits at ~0.4 of the crop's height); training on such crops shows the model that view.
+    Takes and returns ``(image, target)`` as torchvision.transforms.v2 transforms do, with
+    ``target["boxes"]`` a ``tv_tensors.BoundingBoxes`` (xyxy); draws from torch's RNG.
+    """
+
+    def __init__(self, p: float, margin: tuple[float, float] = (0.4, 1.2)):
+        super().__init__()
+        if not 0 <= p <= 1 or not 0 <= margin[0] <= margin[1]:
+            raise ValueError(f"CropAroundDigits needs 0 <= p <= 1 and 0 <= low <= high margins, got {p}, {margin}")
+        self.p, self.margin = p, margin
+
+    def forward(self, image, target):
+        boxes = target["boxes"]
+        if len(boxes) == 0 or float(torch.rand(())) >= self.p:
+            return image, target
+        height, width = boxes.canvas_size
+        digit_h = float((boxes[:, 3] - boxes[:, 1]).median())
+        lo, hi = self.margin
+        m = (lo + (hi - lo) * torch.rand(4)) * digit_h  # left, top, right, bottom
+        x1 = max(0, int(float(boxes[:, 0].min() - m[0])))
+        y1 = max(0, int(float(boxes[:, 1].min() - m[1])))
+        x2 = min(width, int(float(boxes[:, 2].max() + m[2])) + 1)
+        y2 = min(height, int(float(boxes[:, 3].max() + m[3])) + 1)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return image, target
+        target = {**target, "boxes": v2.functional.crop(boxes, y1, x1, y2 - y1, x2 - x1)}
+        return v2.functional.crop(image, y1, x1, y2 - y1, x2 - x1), target
+
+
 class PairedTransform:
     """Callable ``(PIL image, target) -> (tensor, target)``; see the module docstring."""
 
-    def __init__(self, preset: str = "none"):
+    def __init__(self, preset: str = "none", crop_digits_p: float = 0.0):
         self.preset = preset
-        self.ops = v2.Compose([v2.ToImage(), *_augmentations(preset),
+        crop = [CropAroundDigits(crop_digits_p)] if crop_digits_p > 0 else []
+        self.ops = v2.Compose([v2.ToImage(), *crop, *_augmentations(preset),
                                v2.ToDtype(torch.float32, scale=True),
                                v2.SanitizeBoundingBoxes(min_size=2.0)])
 
@@ -61,6 +100,7 @@ class PairedTransform:
         return f"PairedTransform({self.preset!r})"
 
 
-def build_transforms(preset: str, train: bool) -> PairedTransform:
-    """The training preset when ``train``, else to-tensor only."""
-    return PairedTransform(preset if train else "none")
+def build_transforms(preset: str, train: bool, crop_digits_p: float = 0.0) -> PairedTransform:
+    """The training preset (after :class:`CropAroundDigits` with probability ``crop_digits_p``)
+    when ``train``, else to-tensor only."""
+    return PairedTransform(preset, crop_digits_p) if train else PairedTransform("none")
