@@ -32,10 +32,7 @@ def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3,
     or None when no digit scores ``>= score`` or their median height is already ``>= below`` x
     the photo's short side. ``boxes_xyxy`` (N, 4) and ``scores`` (N,) are pass 1's detections
     in pixels of the (height, width) photo."""
-    if not 0 < below:
-        raise ValueError(f"zoom_below must be > 0, got {below}")
-    if margin < 0:
-        raise ValueError(f"zoom_margin must be >= 0, got {margin}")
+    _check(below, margin)
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)[np.asarray(scores) >= score]
     if len(boxes) == 0:
         return None
@@ -50,9 +47,19 @@ def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3,
     return x1, y1, x2, y2
 
 
+def _check(below: float, margin: float) -> None:
+    if not below > 0:
+        raise ValueError(f"zoom_below must be > 0 (a fraction of the photo's short side), got {below}")
+    if not margin >= 0:
+        raise ValueError(f"zoom_margin must be >= 0 (digit heights around the digits), got {margin}")
+
+
 def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75):
     """Wrap ``detect(images) -> [(boxes, labels, scores), ...]`` (images: (3, H, W) tensors) so
-    that photos with small digits are read again on a crop around them (module docstring)."""
+    that photos with small digits are read again on a crop around them (module docstring).
+    Bad settings raise ValueError here, before any photo is read."""
+    _check(below, margin)
+
     def zoomed(images: list) -> list[tuple]:
         first = list(detect(images))
         crops, where = [], []

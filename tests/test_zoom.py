@@ -30,9 +30,11 @@ def test_no_region_when_no_digit_scores_enough_or_the_digits_are_already_large()
 
 
 @pytest.mark.parametrize("bad", [{"below": 0}, {"margin": -1}])
-def test_region_rejects_bad_settings(bad):
+def test_bad_settings_are_refused_before_any_photo_is_read(bad):
     with pytest.raises(ValueError, match="zoom_"):
         zoom_region(np.array([[0, 0, 5, 5]]), np.array([1.0]), 100, 100, **bad)
+    with pytest.raises(ValueError, match="zoom_"):
+        zoom_detector(lambda images: [], **bad)
 
 
 def fake_detect(calls):
