@@ -114,7 +114,7 @@ def predict_batches(model, loader, device, progress: bool = True, desc: str = "p
     (N,))}, "errors": {image_id: message} for images that could not be read, "images_per_s"}``.
     """
     model.eval()
-    detect = detect or (lambda images: model_detections(model, images, device))
+    detect = detect or plain_detector(model, device)
     dets, errors, n, t0 = {}, {}, 0, time.perf_counter()
     for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         ok = [i for i, im in enumerate(images) if im is not None]
@@ -127,6 +127,11 @@ def predict_batches(model, loader, device, progress: bool = True, desc: str = "p
             dets[int(targets[i]["image_id"])] = d
         n += len(ok)
     return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+
+
+def plain_detector(model, device):
+    """``detect(images)``: one plain model call per batch (:func:`model_detections`)."""
+    return lambda images: model_detections(model, images, device)
 
 
 def model_detections(model, images: list, device) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from digitdet.engine import model_detections
+from digitdet.engine import plain_detector
 
 
 def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3, below: float = 0.45,
@@ -79,7 +79,7 @@ def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float
 def reading_detector(model, cfg, device, detect=None):
     """The ``detect`` that reads photos as ``cfg`` says: ``detect`` (default: one plain model
     call per batch), wrapped in :func:`zoom_detector` when ``cfg.zoom_read`` is on."""
-    detect = detect or (lambda images: model_detections(model, images, device))
+    detect = detect or plain_detector(model, device)
     if not cfg.zoom_read:
         return detect
     return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin)
