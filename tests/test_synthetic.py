@@ -176,6 +176,26 @@ def test_digit_cut_by_the_edge_gets_its_visible_box_or_is_dropped(monkeypatch):
             assert abs(last["bbox"][0] - xs.min()) <= 1.5
 
 
+def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
+    # the crop that shows a suffix letter used to show the whole right fragment after it: an
+    # unlabelled digit in full view ("25D" labelled "2")
+    from digitdet.data import synth_geometry as geo
+    from digitdet.data.synth_scene import layout_number
+    from digitdet.data.synth_style import sample_style
+    from digitdet.data.synthetic import _plan
+
+    rng = np.random.default_rng(5)
+    for _ in range(12):
+        style = sample_style(rng)
+        style.distractors.update(fragment="right", letter="D", cut="")
+        glyphs, H = layout_number(rng, style)
+        assert [g.role for g in glyphs][-2:] == ["letter", "fragment-right"]
+        T, work, _, _ = _plan(rng, style, glyphs, H)  # T: scene -> picture (work) pixels
+        letter, fragment = (geo.bounds(geo.apply(T, g.rim_points())) for g in glyphs[-2:])
+        assert letter[2] <= work[0] + 1.0  # the suffix is in the picture
+        assert fragment[0] < work[0] < fragment[2] - 1.0  # the neighbour's digit is cut by its edge
+
+
 def test_png_writer_round_trips_through_pillow(tmp_path, samples):
     from PIL import Image
 
@@ -233,6 +253,22 @@ def test_writers_draw_each_digit_in_their_own_proportions():
     # ... but the figure keeps its height (the renderer sizes glyphs by it)
     for pts in same_form:
         assert -0.1 <= pts[:, 1].min() and pts[:, 1].max() <= 1.1
+
+
+def test_every_marker_seven_has_a_bar_no_flag_of_a_one_is_as_long():
+    # a narrow writer's 7 with a short sloping bar is a 1 with a flag: such 7s taught the model
+    # to read 7s as 1s (the real photo "478" read "418")
+    from digitdet.data.synth_strokes import N_HANDS, stroke_glyph_mask
+
+    def top_ink_width(digit, k):  # ink in the top fifth of the figure, in figure heights
+        mask = stroke_glyph_mask(f"hand:{k}", 56, digit)[0] >= 128
+        cols = np.flatnonzero(mask[: max(1, mask.shape[0] // 5)].any(axis=0))
+        return (cols[-1] - cols[0] + 1) / mask.shape[0]
+
+    sevens = [top_ink_width("7", k) for k in range(N_HANDS)]
+    ones = [top_ink_width("1", k) for k in range(N_HANDS)]
+    assert min(sevens) >= 0.38, min(sevens)
+    assert np.percentile(sevens, 10) > np.percentile(ones, 90) + 0.1
 
 
 def test_marker_writers_share_one_weight_whatever_their_number():

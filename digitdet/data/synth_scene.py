@@ -142,7 +142,10 @@ def layout_number(rng: np.random.Generator, style: Style) -> tuple[list[Glyph], 
     elif style.distractors["fragment"] == "right":
         chars.append((str(int(rng.integers(10))), None, "fragment-right"))
     if style.distractors["letter"]:
-        chars.append((style.distractors["letter"], None, "letter"))
+        # the suffix belongs to the number ("25D"), so it goes before a neighbour's fragment:
+        # after it, the crop that shows the letter showed the whole fragment, an unlabelled digit
+        at = len(chars) - 1 if chars[-1][2] == "fragment-right" else len(chars)
+        chars.insert(at, (style.distractors["letter"], None, "letter"))
     step = np.tan(np.radians(style.slant_deg - style.rotation_deg))
     digit_gaps, jitter = iter(style.gaps), iter(style.jitter)
     glyphs, cursor = [], 0.0
