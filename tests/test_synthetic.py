@@ -111,6 +111,19 @@ def test_coco_files_are_well_formed(dataset, split, json_name, n):
     assert {a["image_id"] for a in coco["annotations"]} == set(images), "every image has digits"
 
 
+def test_a_split_of_count_zero_is_left_as_it_is(tmp_path):
+    # rendering a test split into an existing dataset used to delete its training images
+    render_dataset(tmp_path, 3, 2, 0, seed=1, workers=1, progress=False)
+    before = _files(tmp_path)
+    render_dataset(tmp_path, 0, 0, 2, seed=2, workers=1, progress=False)
+    after = _files(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("test")} == before
+    assert sorted(k for k in after if k.startswith("test")) == ["test/1.png", "test/2.png", "test_gt.json"]
+    render_dataset(tmp_path, 1, 0, 0, seed=1, workers=1, progress=False)  # a smaller split still shrinks
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["1.png"]
+    assert len(json.loads((tmp_path / "train.json").read_text())["images"]) == 1
+
+
 def test_render_dataset_rejects_bad_counts(tmp_path):
     with pytest.raises(ValueError, match="counts"):
         render_dataset(tmp_path, -1, 0, 0)

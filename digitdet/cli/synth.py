@@ -9,9 +9,10 @@ def add_parser(sub, name):
                        description="Render realistic synthetic house numbers: DATA/{train,valid,test}/<id>.png, "
                                    "DATA/train.json, DATA/valid.json, DATA/test_gt.json (COCO).")
     p.add_argument("--out", required=True, metavar="DATA", help="output folder")
-    p.add_argument("--train", type=int, default=3000, metavar="N", help="training images (default 3000)")
-    p.add_argument("--valid", type=int, default=300, metavar="N", help="validation images (default 300)")
-    p.add_argument("--test", type=int, default=300, metavar="N", help="test images (default 300)")
+    p.add_argument("--train", type=int, default=3000, metavar="N",
+                   help="training images (default 3000; 0 leaves the split in DATA as it is)")
+    p.add_argument("--valid", type=int, default=300, metavar="N", help="validation images (default 300; 0: as --train)")
+    p.add_argument("--test", type=int, default=300, metavar="N", help="test images (default 300; 0: as --train)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="same seed, same files (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

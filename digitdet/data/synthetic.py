@@ -6,7 +6,7 @@ Public API:
   with boxes in pixels of the returned image, listed left to right.
 * ``render_dataset(out_dir, n_train, n_valid, n_test, seed=0, workers=1, progress=True)``
   writes ``{train,valid,test}/<id>.png`` and COCO files ``train.json``, ``valid.json``,
-  ``test_gt.json``; returns a summary dict.
+  ``test_gt.json`` (a split of count 0 is left as it is); returns a summary dict.
 
 How one sample is made (each stage is a module named after it):
 
@@ -271,8 +271,10 @@ def render_dataset(out_dir, n_train: int, n_valid: int, n_test: int, seed: int =
     ``int(stem)``) and COCO files ``train.json``, ``valid.json``, ``test_gt.json`` (categories
     from ``labels.coco_categories()``), each JSON written atomically. Files are byte-identical
     for a given seed whatever ``workers`` is (same installed fonts assumed). PNGs ``<id>.png``
-    beyond the new count left by an earlier run are deleted. Raises ValueError on negative
-    counts or ``workers < 1``.
+    beyond the new count left by an earlier run are deleted. A split whose count is 0 is not
+    touched (its folder and JSON, if any, stay as they are), so ``n_train=0, n_valid=0`` adds a
+    test split to an existing dataset without deleting its training images. Raises ValueError
+    on negative counts or ``workers < 1``.
     """
     counts = {"train": int(n_train), "valid": int(n_valid), "test": int(n_test)}
     if min(counts.values()) < 0 or workers < 1:
@@ -289,6 +291,8 @@ def render_dataset(out_dir, n_train: int, n_valid: int, n_test: int, seed: int =
     try:
         n_boxes = 0
         for split in SPLITS:
+            if counts[split] == 0:
+                continue
             os.makedirs(os.path.join(out_dir, split), exist_ok=True)
             _remove_stale(os.path.join(out_dir, split), counts[split])
             jobs = [(out_dir, split, i, seed) for i in range(1, counts[split] + 1)]
