@@ -284,6 +284,16 @@ def test_every_marker_seven_has_a_bar_no_flag_of_a_one_is_as_long():
     assert np.percentile(sevens, 10) > np.percentile(ones, 90) + 0.1
 
 
+def test_numbers_on_foliage_hang_on_a_plate():
+    # painted on the leaves, dark ink on dark leaves was invisible yet labelled
+    from digitdet.data.synth_style import sample_style
+    rng = np.random.default_rng(0)
+    styles = [sample_style(rng) for _ in range(3000)]
+    foliage = [s for s in styles if s.surface == "foliage"]
+    assert len(foliage) > 50 and all(s.plate != "none" for s in foliage)
+    assert sum(s.plate == "none" for s in styles) > 0.3 * len(styles)  # other walls still get painted numbers
+
+
 def test_marker_writers_share_one_weight_whatever_their_number():
     from digitdet.data.synth_style import MARKER_WEIGHT, STYLE_WEIGHT, _pick_font
     outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in available_fonts() if f.source != "strokes")

@@ -207,7 +207,7 @@ def sample_style(rng: np.random.Generator) -> Style:
     margins = (from_quantiles(rng, SIDE_MARGIN_Q, log=True, u=u[0]), from_quantiles(rng, TOPBOT_MARGIN_Q, u=u[1]),
                from_quantiles(rng, SIDE_MARGIN_Q, log=True, u=u[2]), from_quantiles(rng, TOPBOT_MARGIN_Q, u=u[3]))
     plate = weighted_choice(rng, PLATE_P)
-    return Style(
+    style = Style(
         digits=digits, font=font, height_px=from_quantiles(rng, HEIGHT_Q, log=True),
         x_scale=float(np.clip(rng.normal(0.86, 0.12), 0.6, 1.2)),
         weight=(0.0, 0.8, 1.6)[draw_index(rng, (0.75, 0.15, 0.1))],
@@ -227,3 +227,9 @@ def sample_style(rng: np.random.Generator) -> Style:
             "text": rng.random() < 0.06,
         },
     )
+    if style.surface == "foliage" and style.plate == "none":
+        # nobody paints a number on ivy: on a foliage wall it hangs on a plate. Painted on the
+        # leaves, dark ink on dark leaves was invisible, yet labelled. (Set after the draws, so
+        # every other sample keeps its random choices.)
+        style.plate = "rect"
+    return style
