@@ -17,7 +17,6 @@ a renderer that has changed since DATA was made.
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,8 +26,9 @@ import torch
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.data.synth_style import sample_style
 from digitdet.data.synthetic import sample_rng
-from digitdet.decode import decode_number
+from digitdet.evaluation import decode_all
 from digitdet.inference import load_detector, predict_folder
+from digitdet.io import read_pred_csv
 from digitdet.metrics import gt_numbers
 
 MIN_GROUP = 10  # groups with fewer pictures are not printed
@@ -51,15 +51,14 @@ def groups(style) -> list[str]:
     return out
 
 
-def read_split(args, images_dir: Path) -> dict[int, str]:
+def read_split(args, images_dir: Path, image_ids) -> dict[int, str]:
     """{image_id: number read} from ``--pred`` or by reading the split with the model."""
     if args.pred:
-        return {int(r["image_id"]): r["pred_label"] for r in csv.DictReader(open(args.pred))}
+        return read_pred_csv(args.pred)
     torch.set_num_threads(args.threads)
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
     out = predict_folder(model, cfg, images_dir, torch.device("cpu"), workers=1, progress=True)
-    return {i: decode_number(*det, score_thresh=cfg.decode_score_thresh, iou_thresh=cfg.decode_iou_thresh)
-            for i, det in out["detections"].items()}
+    return decode_all(out["detections"], image_ids, cfg.decode_score_thresh, cfg.decode_iou_thresh)
 
 
 def main(argv=None) -> None:
@@ -88,7 +87,7 @@ def main(argv=None) -> None:
                              f"{drawn} for it: another seed, or DATA was rendered "
                              f"by another version of the renderer")
         styles[image_id] = style
-    read = read_split(args, images_dir)
+    read = read_split(args, images_dir, list(truth))
     tally = defaultdict(lambda: [0, 0])  # group -> [pictures, errors]
     for image_id, number in truth.items():
         wrong = read.get(image_id) != number
