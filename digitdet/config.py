@@ -78,6 +78,10 @@ class Config:
     # stride-8 map, so 1 loses little, and it halves RoIAlign's backward: the single biggest op of a
     # CPU training step at digit scale (torch.profiler; README "Speed").
     roi_sampling_ratio: int = 2
+    # Learn letters beside the number ("25D": the image entry's "letter_boxes", which the
+    # synthetic renderer writes) as a class of their own, which the model drops from its
+    # output: without it a D is read as a 0. Needs data with letter boxes to help.
+    letter_class: bool = False
     box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value
     # ---- data / augmentation -------------------------------------------------------------

@@ -14,6 +14,15 @@ BACKGROUND = 0
 NUM_DIGITS = 10
 NUM_CLASSES = NUM_DIGITS + 1  # background + 10 digits, the model's num_classes
 CATEGORY_IDS = tuple(range(1, NUM_DIGITS + 1))
+# Optional extra model label (config ``letter_class``): a letter beside the number ("25D").
+# The model learns it so that a D is not read as a 0, and drops it from what it returns, so
+# no detection, COCO file or decoded number ever carries it.
+LETTER = NUM_DIGITS + 1
+
+
+def num_classes(letter_class: bool = False) -> int:
+    """The detector's ``num_classes``: background + 10 digits (+ the letter label)."""
+    return NUM_CLASSES + int(bool(letter_class))
 
 
 def digit_to_category(digit: int) -> int:

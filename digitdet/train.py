@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitdet import labels as L
 from digitdet.config import Config
 from digitdet.data.coco import DigitDataset, load_coco_digits, split_paths
 from digitdet.data.loaders import EpochSampler, inference_loader, train_loader
@@ -58,7 +59,12 @@ def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int 
     coco, report = load_coco_digits(ann, images_dir)
     log.info(report.summary(str(ann)))
     transform = build_transforms(cfg.augment, train, cfg.crop_digits_p)
-    ds = DigitDataset(coco, images_dir, transform, seed=cfg.seed, max_images=max_images)
+    letter_label = L.LETTER if cfg.letter_class and train else None
+    ds = DigitDataset(coco, images_dir, transform, seed=cfg.seed, max_images=max_images, letter_label=letter_label)
+    if letter_label is not None:
+        n = sum(len(im.get("letter_boxes", [])) for im in ds.images)
+        (log.info if n else log.warning)(f"{ann}: {n} letter boxes (letter_class=true)"
+                                         + ("" if n else ": the letter class has nothing to learn from"))
     keep = {im["id"] for im in ds.images}
     coco = {**coco, "images": ds.images, "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
     return ds, coco

@@ -154,3 +154,24 @@ def test_crop_around_digits_keeps_every_digit_whole_within_its_margins():
     assert t["boxes"][0, :2].tolist() == [0.0, 0.0] and img.shape[-1] < 300
     img, t = PairedTransform("none", crop_digits_p=0.0)(Image.new("RGB", (300, 200)), target)
     assert img.shape[-2:] == (200, 300) and torch.equal(t["boxes"], boxes)
+
+
+def test_letter_boxes_are_validated_clipped_and_become_targets_on_request(tiny_data, tmp_path):
+    from digitdet import labels as L
+    root, coco = _copy(tiny_data, tmp_path)
+    w = coco["images"][0]["width"]
+    coco["images"][0]["letter_boxes"] = [[w - 4, 2, 10, 20], [1, 1, 0, 5]]  # past the edge; empty
+    cleaned, _ = load_coco_digits(_write(root, coco), root / "train")
+    im = next(i for i in cleaned["images"] if i["id"] == coco["images"][0]["id"])
+    assert im["letter_boxes"] == [[w - 4, 2, 4, 20]]
+    n_digits = sum(a["image_id"] == im["id"] for a in cleaned["annotations"])
+    plain = DigitDataset(cleaned, root / "train", build_transforms("none", False))
+    with_letters = DigitDataset(cleaned, root / "train", build_transforms("none", False), letter_label=L.LETTER)
+    i = plain.images.index(im)
+    assert len(plain.target(i)["labels"]) == n_digits
+    target = with_letters.target(i)
+    assert target["labels"].tolist()[-1] == L.LETTER and len(target["labels"]) == n_digits + 1
+    assert target["boxes"][-1].tolist() == [w - 4, 2, w, 22]
+    coco["images"][0]["letter_boxes"] = [[1, 2, 3]]
+    with pytest.raises(ValueError, match=r"train.json: image id \d+: letter_boxes"):
+        load_coco_digits(_write(root, coco), root / "train")

@@ -150,3 +150,36 @@ def test_train_scales_resize_each_training_batch_to_one_scale_and_inference_keep
     assert {min(h, w) for h, w in batch.image_sizes} == {48}
     with pytest.raises(ValueError, match="train_scales"):
         build_model(Config(**TINY, train_scales=[0.0, 1.0]))
+
+
+def test_letter_class_is_learnt_but_never_returned():
+    # two proposals on the same box: a letter (high score) and the 0 it looks like; a third
+    # proposal elsewhere is a 5. The letter removes the 0 and then goes itself.
+    from digitdet import labels as L
+    model = build_model(Config(**TINY, letter_class=True, box_score_thresh=0.05)).eval()
+    heads = model.roi_heads
+    assert heads.box_predictor.cls_score.out_features == L.NUM_CLASSES + 1 == L.num_classes(True)
+    proposals = [torch.tensor([[10.0, 5.0, 24.0, 35.0], [30.0, 5.0, 44.0, 35.0]])]
+    logits = torch.full((2, L.NUM_CLASSES + 1), -10.0)
+    logits[0, L.LETTER], logits[0, L.digit_to_category(0)] = 3.0, 2.0
+    logits[1, L.digit_to_category(5)] = 5.0
+    deltas = torch.zeros(2, 4 * (L.NUM_CLASSES + 1))
+    boxes, scores, labels = heads.postprocess_detections(logits, deltas, proposals, [(40, 60)])
+    assert labels[0].tolist() == [L.digit_to_category(5)]
+    assert boxes[0].tolist() == [[30.0, 5.0, 44.0, 35.0]]
+    heads.drop_label = None  # the same outputs without the step: letter and 0 are both there
+    _, _, labels = heads.postprocess_detections(logits, deltas, proposals, [(40, 60)])
+    assert {L.LETTER, L.digit_to_category(0), L.digit_to_category(5)} <= set(labels[0].tolist())
+
+
+def test_digits_only_weights_grow_into_a_letter_class_model(tmp_path):
+    src = build_model(Config(**TINY))
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    dst = build_model(Config(**TINY, letter_class=True, pretrained=str(path)))
+    a, b = src.roi_heads.box_predictor, dst.roi_heads.box_predictor
+    n = a.cls_score.out_features
+    assert torch.equal(b.cls_score.weight[:n], a.cls_score.weight)
+    assert torch.equal(b.bbox_pred.weight[:4 * n], a.bbox_pred.weight)
+    assert torch.equal(b.bbox_pred.bias[:4 * n], a.bbox_pred.bias)
+    assert not torch.equal(b.cls_score.weight[n], torch.zeros_like(b.cls_score.weight[n]))

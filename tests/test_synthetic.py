@@ -314,3 +314,33 @@ def test_marker_fonts_are_offered_and_letters_fall_back_to_an_outline_font():
         stroke_glyph_mask(hands[0].path, 40, "A")
     with pytest.raises(ValueError, match="unknown stroke font"):
         stroke_glyph_mask("hand:999", 40, "1")
+
+
+def test_letter_suffixes_get_tight_boxes_outside_the_digit_annotations():
+    from digitdet.data.synthetic import coco_dict
+
+    found = []
+    for i in range(1, 400):
+        image, anns = render_sample(sample_rng(5, "test", i), debug=True, letters=True)
+        if any("letter" in a for a in anns):
+            found.append((i, image, anns))
+        if len(found) == 3:
+            break
+    assert len(found) == 3, "about 4% of pictures carry a letter suffix"
+    for i, image, anns in found:
+        plain_image, plain = render_sample(sample_rng(5, "test", i), debug=True)
+        assert plain_image.tobytes() == image.tobytes()  # asking for letters draws nothing more
+        assert [a["bbox"] for a in plain] == [a["bbox"] for a in anns if "digit" in a]
+        for a in anns:
+            if "letter" in a:
+                assert "digit" not in a
+                ys, xs = np.nonzero(a["mask"] >= 0.5)
+                tight = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
+                assert np.abs(np.array(a["bbox"]) - tight).max() <= 1.5
+    coco = coco_dict([(i, im.width, im.height, [{k: v for k, v in a.items() if k != "mask"} for a in anns])
+                      for i, im, anns in found], "test", 5)
+    for (i, _, anns), entry in zip(found, coco["images"]):
+        letters = [a["bbox"] for a in anns if "letter" in a]
+        assert entry["letter_boxes"] == [pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.02)
+                                         for x1, y1, x2, y2 in letters]
+        assert sum(a["image_id"] == i for a in coco["annotations"]) == len(anns) - len(letters)

@@ -5,6 +5,11 @@ Layout (the assignment's): ``DATA/{train,valid,test}/*.png``, ``DATA/train.json`
 of its file stem. Targets follow torchvision's detection schema:
 ``{"boxes": float32 (N, 4) xyxy in pixels of the original image, "labels": int64 (N,)
 category ids 1..10, "image_id": int}``.
+
+An image entry may list ``"letter_boxes": [[x, y, w, h], ...]``: letters beside the number
+("25D"), which are not digits and so not annotations (the synthetic renderer writes them).
+A dataset built with ``letter_label`` adds them to the targets with that label
+(``labels.LETTER``, config ``letter_class``).
 """
 from __future__ import annotations
 
@@ -115,8 +120,25 @@ def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) 
                 raise FileNotFoundError(f"{ann_file}: image id {image_id}: file {path} not found")
             if not entry["width"] or not entry["height"]:
                 entry["width"], entry["height"] = image_size(path)
+        if "letter_boxes" in im:
+            entry["letter_boxes"] = _letter_boxes(im["letter_boxes"], entry, f"{ann_file}: image id {image_id}")
         images[image_id] = entry
     return images
+
+
+def _letter_boxes(boxes, image: dict, where: str) -> list[list[float]]:
+    """An image entry's ``letter_boxes`` ([x, y, w, h] each), clipped to the image; boxes with
+    no area inside it are dropped. ValueError when it is not a list of 4-number lists."""
+    if not isinstance(boxes, list) or not all(isinstance(b, (list, tuple)) and len(b) == 4 for b in boxes):
+        raise ValueError(f"{where}: letter_boxes must be a list of [x, y, w, h] boxes, got {boxes!r}")
+    if not boxes:
+        return []
+    try:
+        xyxy = clip_xyxy(xywh_to_xyxy(boxes), image["width"], image["height"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: letter_boxes must hold numbers, got {boxes!r} ({e})") from None
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in xyxy[keep].tolist()]
 
 
 def _validate_annotation(a: dict, ann_file: Path, images: dict, seen: set,
@@ -162,8 +184,8 @@ class DigitDataset(Dataset):
     """
 
     def __init__(self, coco: dict, images_dir: str | Path, transforms, seed: int = 0,
-                 max_images: int = 0):
-        self.images_dir = Path(images_dir)
+                 max_images: int = 0, letter_label: int | None = None):
+        self.images_dir, self.letter_label = Path(images_dir), letter_label
         self.images = sorted(coco["images"], key=lambda im: im["id"])
         if max_images:
             self.images = self.images[:max_images]
@@ -180,12 +202,18 @@ class DigitDataset(Dataset):
         return len(self.images)
 
     def target(self, i: int) -> dict:
-        """The i-th target in original pixels, before any transform."""
+        """The i-th target in original pixels, before any transform; with ``letter_label`` the
+        image's letter boxes follow its digits with that label."""
         im = self.images[i]
         anns = self.anns[im["id"]]
-        boxes = xywh_to_xyxy([a["bbox"] for a in anns]) if anns else np.zeros((0, 4))
+        xywh = [a["bbox"] for a in anns]
+        labels = [a["category_id"] for a in anns]
+        if self.letter_label is not None:
+            letters = im.get("letter_boxes", [])
+            xywh, labels = xywh + letters, labels + [self.letter_label] * len(letters)
+        boxes = xywh_to_xyxy(xywh) if xywh else np.zeros((0, 4))
         return {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                "labels": torch.as_tensor([a["category_id"] for a in anns], dtype=torch.int64),
+                "labels": torch.as_tensor(labels, dtype=torch.int64),
                 "image_id": int(im["id"])}
 
     def __getitem__(self, i: int):

@@ -3,7 +3,8 @@
 Public API:
 
 * ``render_sample(rng) -> (PIL RGB image, [{"digit": 0..9, "bbox": [x1, y1, x2, y2]}, ...])``
-  with boxes in pixels of the returned image, listed left to right.
+  with boxes in pixels of the returned image, listed left to right (``letters=True`` adds the
+  letter suffix's box, for models that learn letters as a class of their own).
 * ``render_dataset(out_dir, n_train, n_valid, n_test, seed=0, workers=1, progress=True)``
   writes ``{train,valid,test}/<id>.png`` and COCO files ``train.json``, ``valid.json``,
   ``test_gt.json`` (a split of count 0 is left as it is); returns a summary dict.
@@ -141,13 +142,15 @@ def _out_size(style: Style, glyphs: list[Glyph], boxes, work: tuple[int, int]) -
     return max(8, int(round(work[0] * f))), max(8, int(round(work[1] * f)))
 
 
-def _annotations(glyphs: list[Glyph], T: np.ndarray, sx: float, sy: float, size) -> list[tuple[Glyph, dict]]:
-    """(glyph, annotation) of each labelled glyph with enough ink in view; tight boxes in
-    output pixels, clipped to the visible part."""
+def _annotations(glyphs: list[Glyph], T: np.ndarray, sx: float, sy: float, size,
+                 roles=("digit",)) -> list[tuple[Glyph, dict]]:
+    """(glyph, annotation) of each glyph of ``roles`` with enough ink in view; tight boxes in
+    output pixels, clipped to the visible part. A digit's annotation is ``{"digit", "bbox"}``,
+    a letter suffix's ``{"letter": True, "bbox"}``."""
     w, h = size
     out = []
     for g in glyphs:
-        if g.digit is None:
+        if g.role not in roles:
             continue
         q = geo.apply(T, g.rim_points()) * [sx, sy]
         inside = (q[:, 0] >= 0) & (q[:, 0] <= w) & (q[:, 1] >= 0) & (q[:, 1] <= h)
@@ -159,7 +162,8 @@ def _annotations(glyphs: list[Glyph], T: np.ndarray, sx: float, sy: float, size)
         # points are pixel centres: half a scene pixel (sx, sy output px) more on each side
         box = geo.bounds(q[inside]) + np.array([-sx, -sy, sx, sy]) * 0.5
         box = np.clip(box, 0, [w, h, w, h])
-        out.append((g, {"digit": int(g.digit), "bbox": [round(float(v), 2) for v in box]}))
+        label = {"digit": int(g.digit)} if g.role == "digit" else {"letter": True}
+        out.append((g, {**label, "bbox": [round(float(v), 2) for v in box]}))
     return out
 
 
@@ -180,13 +184,17 @@ def _debug_mask(g: Glyph, T, region, work, size) -> np.ndarray:
     return _project(layer, T, region, work, size).astype(np.float32) / 255
 
 
-def render_sample(rng: np.random.Generator, debug: bool = False) -> tuple[Image.Image, list[dict]]:
+def render_sample(rng: np.random.Generator, debug: bool = False,
+                  letters: bool = False) -> tuple[Image.Image, list[dict]]:
     """One synthetic house-number photo and its digits.
 
     Returns (RGB image, annotations): each annotation is ``{"digit": int 0..9, "bbox":
     [x1, y1, x2, y2]}`` (floats, pixels of the returned image, tight around the digit's
-    visible ink), sorted left to right. With ``debug=True`` each annotation also has
-    ``"mask"``: float32 (height, width) ink coverage of that digit alone, for tests.
+    visible ink), sorted left to right. With ``letters=True`` the letter suffix ("25D"), an
+    unlabelled distractor of the number, is listed too, as ``{"letter": True, "bbox": ...}``
+    (no "digit" key). With ``debug=True`` each annotation also has ``"mask"``: float32
+    (height, width) ink coverage of that glyph alone, for tests. ``letters`` draws nothing
+    from ``rng``: the picture is the same either way.
     """
     style = sample_style(rng)
     glyphs, H = layout_number(rng, style)
@@ -197,7 +205,7 @@ def render_sample(rng: np.random.Generator, debug: bool = False) -> tuple[Image.
     # difference does not show, and they are the costliest layer
     scene = draw_scene(rng, style, glyphs, H, region, unit_scale=float(np.clip(0.6 * min(sx, sy), 0.25, 1.0)))
     image = shoot(rng, _project(np.asarray(scene), T, region, work, size), style.photo_params)
-    pairs = _annotations(glyphs, T, sx, sy, size)
+    pairs = _annotations(glyphs, T, sx, sy, size, roles=("digit", "letter") if letters else ("digit",))
     if debug:
         for g, ann in pairs:
             ann["mask"] = _debug_mask(g, T, region, work, size)
@@ -228,18 +236,27 @@ def _render_file(job: tuple[str, str, int, int]) -> tuple[int, int, int, list[di
     """Worker: render image ``index`` of ``split`` and write ``out/split/index.png``.
     Returns (index, width, height, annotations)."""
     out_dir, split, index, seed = job
-    image, anns = render_sample(sample_rng(seed, split, index))
+    image, anns = render_sample(sample_rng(seed, split, index), letters=True)
     write_png(image, os.path.join(out_dir, split, f"{index}.png"))
     return index, image.width, image.height, anns
 
 
 def coco_dict(records: list[tuple[int, int, int, list[dict]]], split: str, seed: int) -> dict:
     """COCO dict of rendered records (index, width, height, annotations); image id = index,
-    file ``<index>.png``, annotation ids 1.. in image order, bbox [x, y, w, h]."""
+    file ``<index>.png``, annotation ids 1.. in image order, bbox [x, y, w, h]. Letter
+    suffixes are not digits, so not COCO annotations: an image that shows one lists its box
+    as ``"letter_boxes": [[x, y, w, h], ...]`` in its image entry (see ``data.coco``), a key
+    COCO tools ignore."""
     images, annotations = [], []
     for index, width, height, anns in records:
-        images.append({"id": index, "file_name": f"{index}.png", "width": width, "height": height})
+        image = {"id": index, "file_name": f"{index}.png", "width": width, "height": height}
+        letters = [[round(float(v), 2) for v in xyxy_to_xywh(a["bbox"])[0]] for a in anns if "letter" in a]
+        if letters:
+            image["letter_boxes"] = letters
+        images.append(image)
         for ann in anns:
+            if "letter" in ann:
+                continue
             x, y, w, h = (round(float(v), 2) for v in xyxy_to_xywh(ann["bbox"])[0])
             annotations.append({"id": len(annotations) + 1, "image_id": index,
                                 "category_id": digit_to_category(ann["digit"]), "bbox": [x, y, w, h],
@@ -301,7 +318,7 @@ def render_dataset(out_dir, n_train: int, n_valid: int, n_test: int, seed: int =
                 from tqdm import tqdm
                 results = tqdm(results, total=len(jobs), desc=f"synth {split}", unit="img")
             records = list(results)
-            n_boxes += sum(len(r[3]) for r in records)
+            n_boxes += sum(1 for r in records for a in r[3] if "digit" in a)
             _write_json_atomic(coco_dict(records, split, seed), os.path.join(out_dir, COCO_FILE[split]))
     finally:
         cv2.setNumThreads(threads)

@@ -90,9 +90,10 @@ def build_model(cfg, load_weights: bool = True) -> nn.Module:
         model = FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchor_generator(cfg, n_maps),
                            rpn_head=rpn_head, box_roi_pool=roi_pool,
                            box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size),
-                           box_predictor=FastRCNNPredictor(cfg.representation_size, L.NUM_CLASSES),
+                           box_predictor=FastRCNNPredictor(cfg.representation_size, L.num_classes(cfg.letter_class)),
                            **_model_kwargs(cfg))
-    model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta)
+    model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta,
+                                                     drop_label=L.LETTER if cfg.letter_class else None)
     model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales)
     if load_weights and cfg.pretrained not in ("none", "torchvision"):
         load_pretrained_file(model, cfg.pretrained)
@@ -111,9 +112,9 @@ def _build_r50v2(cfg, load_weights: bool) -> nn.Module:
     if cfg.pretrained == "torchvision" and load_weights:
         model = fasterrcnn_resnet50_fpn_v2(weights=FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
                                            trainable_backbone_layers=cfg.trainable_layers, **kwargs)
-        model.roi_heads.box_predictor = FastRCNNPredictor(1024, L.NUM_CLASSES)
+        model.roi_heads.box_predictor = FastRCNNPredictor(1024, L.num_classes(cfg.letter_class))
     else:
-        model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.NUM_CLASSES,
+        model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=L.num_classes(cfg.letter_class),
                                            trainable_backbone_layers=None, **kwargs)
         if cfg.pretrained != "none":  # a weights file, or a resumed run: freeze as torchvision does
             freeze_resnet(model.backbone.body, cfg.trainable_layers)
@@ -137,4 +138,19 @@ def load_pretrained_file(model: nn.Module, path: str) -> None:
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
         raise ValueError(f"{path}: no tensor matches this model ({type(model).__name__}, backbone settings differ?)")
+    fitting.update(_grown_predictor(own, state))
     model.load_state_dict(fitting, strict=False)
+
+
+def _grown_predictor(own: dict, state: dict) -> dict:
+    """Box predictor tensors of a detector with fewer classes (a digits-only model loaded into
+    one with ``letter_class``): the known classes' rows are copied, the new class keeps its
+    fresh initialisation."""
+    grown = {}
+    for k, v in state.items():
+        if not k.startswith("roi_heads.box_predictor.") or k not in own:
+            continue
+        mine = own[k]
+        if mine.shape[1:] == v.shape[1:] and mine.shape[0] > v.shape[0]:
+            grown[k] = torch.cat([v.to(mine.dtype), mine[v.shape[0]:]])
+    return grown

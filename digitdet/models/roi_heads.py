@@ -1,33 +1,54 @@
-"""RoI heads with a choice of box regression loss (smooth L1 with any beta, or GIoU).
+"""RoI heads with a choice of box regression loss (smooth L1 with any beta, or GIoU), and an
+optional class that is learnt but never returned.
 
 torchvision's ``RoIHeads`` hard-codes smooth L1 with beta 1/9 in ``fastrcnn_loss``; this
-subclass only replaces the training loss. Inference is torchvision's, unchanged.
+subclass replaces the training loss. Inference is torchvision's, plus one step when
+``drop_label`` is set (the letter class, ``labels.LETTER``): detections of that label remove
+the lower-scoring detections they overlap (IoU > ``DROP_IOU``: the "0" found on a "D"), then
+are removed themselves.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import generalized_box_iou_loss
+from torchvision.ops import box_iou, generalized_box_iou_loss
 
 BOX_LOSSES = ("smooth_l1", "giou")
+DROP_IOU = 0.5  # a dropped-class detection removes lower-scoring ones it overlaps this much
 
 
 class DigitRoIHeads(RoIHeads):
-    def __init__(self, *args, box_loss: str = "smooth_l1", smooth_l1_beta: float = 1.0 / 9, **kwargs):
+    def __init__(self, *args, box_loss: str = "smooth_l1", smooth_l1_beta: float = 1.0 / 9,
+                 drop_label: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"unknown box_loss {box_loss!r}; choose one of {BOX_LOSSES}")
-        self.box_loss, self.smooth_l1_beta = box_loss, smooth_l1_beta
+        self.box_loss, self.smooth_l1_beta, self.drop_label = box_loss, smooth_l1_beta, drop_label
 
     @classmethod
-    def from_torchvision(cls, heads: RoIHeads, box_loss: str, smooth_l1_beta: float) -> "DigitRoIHeads":
-        """Same modules and settings as ``heads``, with our loss."""
+    def from_torchvision(cls, heads: RoIHeads, box_loss: str, smooth_l1_beta: float,
+                         drop_label: int | None = None) -> "DigitRoIHeads":
+        """Same modules and settings as ``heads``, with our loss (and ``drop_label``)."""
         return cls(heads.box_roi_pool, heads.box_head, heads.box_predictor,
                    heads.proposal_matcher.high_threshold, heads.proposal_matcher.low_threshold,
                    heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction,
                    heads.box_coder.weights, heads.score_thresh, heads.nms_thresh, heads.detections_per_img,
-                   box_loss=box_loss, smooth_l1_beta=smooth_l1_beta)
+                   box_loss=box_loss, smooth_l1_beta=smooth_l1_beta, drop_label=drop_label)
+
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        """torchvision's, then the ``drop_label`` step of the module docstring (no branches on
+        data, so the ONNX export traces it)."""
+        boxes, scores, labels = super().postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        if self.drop_label is None:
+            return boxes, scores, labels
+        for i, (b, s, lab) in enumerate(zip(boxes, scores, labels)):
+            dropped = lab == self.drop_label
+            kept_b, kept_s, kept_l = b[~dropped], s[~dropped], lab[~dropped]
+            covered = (box_iou(kept_b, b[dropped]) > DROP_IOU) & (s[dropped][None, :] >= kept_s[:, None])
+            keep = ~covered.any(dim=1)
+            boxes[i], scores[i], labels[i] = kept_b[keep], kept_s[keep], kept_l[keep]
+        return boxes, scores, labels
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
