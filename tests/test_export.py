@@ -94,3 +94,26 @@ def test_predict_with_onnxruntime_writes_the_same_files_as_torch(exported, tiny_
     ort_csv = read_pred_csv(tmp_path / "ort" / "pred.csv")
     assert sorted(ort_csv) == list(range(1, 7))  # every test image, one row each
     assert ort_csv == read_pred_csv(tmp_path / "pt" / "pred.csv")
+
+
+def test_the_letter_class_is_dropped_in_the_exported_graph_too(tmp_path):
+    from digitdet import labels as L
+    from digitdet.onnx_backend import export_onnx
+
+    torch.manual_seed(0)
+    cfg = load_config("cpu_fast", TINY + ["letter_class=true"])
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[L.LETTER] += 1.0  # letters among the detections
+    path = export_onnx(model, cfg, {}, tmp_path / "letters.onnx")
+    detector, _, _ = load_onnx_detector(path, threads=2)
+    images = [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+    with torch.inference_mode():
+        want = model(images)[0]
+        model.roi_heads.drop_label = None
+        raw = model(images)[0]
+    assert (raw["labels"] == L.LETTER).any() and len(want["labels"]) < len(raw["labels"])
+    got = detector(images)[0]
+    assert L.LETTER not in got["labels"].tolist()
+    assert torch.equal(got["labels"], want["labels"])
+    np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
