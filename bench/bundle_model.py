@@ -1,6 +1,7 @@
 """Make the model bundled with the package from a trained checkpoint.
 
     python bench/bundle_model.py runs/x/best.pt --data DATA --tune-scale   # tuned on DATA/valid
+    python bench/bundle_model.py runs/x/best.pt --data DATA --factors 1.25  # read at 1.25 x min_size
 
 Keeps only what prediction needs (weights stored as float16 to halve the file, config with
 pretrained=none, tuned decoder, the metrics it was selected on, and how it was made) and
@@ -28,12 +29,15 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=BUNDLED_WEIGHTS)
     p.add_argument("--tune-scale", action="store_true",
                    help="also choose the input scale (%s x the training min_size)" % "/".join(f"{f:g}" for f in SCALE_FACTORS))
+    p.add_argument("--factors", type=lambda v: tuple(float(f) for f in v.split(",")), default=None,
+                   help="read only at these factors x the training min_size, e.g. 1.25 (overrides --tune-scale): "
+                        "to keep a scale whose valid accuracy ties the best one and whose mAP is higher")
     args = p.parse_args(argv)
     state = load_checkpoint(args.weights)
     images_dir, ann = split_paths(args.data, "valid")
     gt, _ = load_coco_digits(ann, images_dir)
     tuned = tune_reading(args.weights, images_dir, gt, torch.device("cpu"),
-                         SCALE_FACTORS if args.tune_scale else (1.0,), workers=1)
+                         args.factors or (SCALE_FACTORS if args.tune_scale else (1.0,)), workers=1)
     for size, thresh, acc in tuned["table"]:
         print(f"min_size {size}: valid accuracy {acc:.4f} at threshold {thresh:.2f}")
     save_checkpoint(args.out, {
