@@ -172,7 +172,7 @@ def test_letter_class_is_learnt_but_never_returned():
     assert {L.LETTER, L.digit_to_category(0), L.digit_to_category(5)} <= set(labels[0].tolist())
 
 
-def test_digits_only_weights_grow_into_a_letter_class_model(tmp_path):
+def test_digits_only_weights_grow_into_a_letter_class_model_and_back(tmp_path):
     src = build_model(Config(**TINY))
     path = tmp_path / "w.pth"
     torch.save(src.state_dict(), path)
@@ -183,3 +183,6 @@ def test_digits_only_weights_grow_into_a_letter_class_model(tmp_path):
     assert torch.equal(b.bbox_pred.weight[:4 * n], a.bbox_pred.weight)
     assert torch.equal(b.bbox_pred.bias[:4 * n], a.bbox_pred.bias)
     assert not torch.equal(b.cls_score.weight[n], torch.zeros_like(b.cls_score.weight[n]))
+    torch.save(dst.state_dict(), path)  # and back: a letter model initialises a digits-only one
+    back = build_model(Config(**TINY, pretrained=str(path))).roi_heads.box_predictor
+    assert torch.equal(back.cls_score.weight, a.cls_score.weight) and torch.equal(back.bbox_pred.bias, a.bbox_pred.bias)

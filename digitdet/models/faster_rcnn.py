@@ -143,14 +143,15 @@ def load_pretrained_file(model: nn.Module, path: str) -> None:
 
 
 def _grown_predictor(own: dict, state: dict) -> dict:
-    """Box predictor tensors of a detector with fewer classes (a digits-only model loaded into
-    one with ``letter_class``): the known classes' rows are copied, the new class keeps its
-    fresh initialisation."""
+    """Box predictor tensors of a detector with another number of classes (``letter_class``
+    on one side only): the classes both have (background and digits, the first rows) are
+    copied; a class only this model has keeps its fresh initialisation, one it lacks is left out."""
     grown = {}
     for k, v in state.items():
         if not k.startswith("roi_heads.box_predictor.") or k not in own:
             continue
         mine = own[k]
-        if mine.shape[1:] == v.shape[1:] and mine.shape[0] > v.shape[0]:
-            grown[k] = torch.cat([v.to(mine.dtype), mine[v.shape[0]:]])
+        if mine.shape[1:] == v.shape[1:] and mine.shape[0] != v.shape[0]:
+            n = min(mine.shape[0], v.shape[0])
+            grown[k] = torch.cat([v[:n].to(mine.dtype), mine[n:]])
     return grown
