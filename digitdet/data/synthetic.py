@@ -241,6 +241,11 @@ def _render_file(job: tuple[str, str, int, int]) -> tuple[int, int, int, list[di
     return index, image.width, image.height, anns
 
 
+def _xywh(box_xyxy) -> list[float]:
+    """[x, y, w, h] of an xyxy box, rounded to 0.01 px as the COCO files store boxes."""
+    return [round(float(v), 2) for v in xyxy_to_xywh(box_xyxy)[0]]
+
+
 def coco_dict(records: list[tuple[int, int, int, list[dict]]], split: str, seed: int) -> dict:
     """COCO dict of rendered records (index, width, height, annotations); image id = index,
     file ``<index>.png``, annotation ids 1.. in image order, bbox [x, y, w, h]. Letter
@@ -250,14 +255,14 @@ def coco_dict(records: list[tuple[int, int, int, list[dict]]], split: str, seed:
     images, annotations = [], []
     for index, width, height, anns in records:
         image = {"id": index, "file_name": f"{index}.png", "width": width, "height": height}
-        letters = [[round(float(v), 2) for v in xyxy_to_xywh(a["bbox"])[0]] for a in anns if "letter" in a]
+        letters = [_xywh(a["bbox"]) for a in anns if "letter" in a]
         if letters:
             image["letter_boxes"] = letters
         images.append(image)
         for ann in anns:
             if "letter" in ann:
                 continue
-            x, y, w, h = (round(float(v), 2) for v in xyxy_to_xywh(ann["bbox"])[0])
+            x, y, w, h = _xywh(ann["bbox"])
             annotations.append({"id": len(annotations) + 1, "image_id": index,
                                 "category_id": digit_to_category(ann["digit"]), "bbox": [x, y, w, h],
                                 "area": round(w * h, 2), "iscrowd": 0})
