@@ -284,6 +284,15 @@ def test_every_marker_seven_has_a_bar_no_flag_of_a_one_is_as_long():
     assert np.percentile(sevens, 10) > np.percentile(ones, 90) + 0.1
 
 
+def test_marker_fours_put_their_bar_high_and_low():
+    # the open 4 of the real photo "174" has its bar near mid-height on a long stem; with bars
+    # only at 0.55-0.7 of the figure the bundle read it as a 1 (its stem)
+    from digitdet.data.synth_strokes import N_HANDS, _writer
+    bar = np.array([_writer(k, "4")["form"][0][-1][1] for k in range(N_HANDS)])  # the bar's right end
+    assert (bar < 0.52).sum() >= 0.15 * N_HANDS, np.sort(bar)
+    assert (bar > 0.52).sum() >= 0.4 * N_HANDS, np.sort(bar)
+
+
 def test_numbers_on_foliage_hang_on_a_plate():
     # painted on the leaves, dark ink on dark leaves was invisible yet labelled
     from digitdet.data.synth_style import sample_style

@@ -1,8 +1,8 @@
 """Stroke-drawn digits: marker handwriting as glyph masks.
 
 Real house numbers are often painted or written with a marker: a bare-stroke 1, a 7 with a
-tick or a crossbar, a 4 open at the top, one line of even width. Outline fonts (synth_fonts)
-draw none of these, and a model trained on them alone reads a hand-painted "174" as "171".
+tick or a crossbar, a 4 open at the top with its bar high or low, one line of even width.
+Outline fonts (synth_fonts) draw none of these, and a model trained on them alone reads a hand-painted "174" as "171".
 
 Each writer is a pseudo-font named ``hand:K`` (K = 0..N_HANDS-1), a path-like key that travels
 through ``FontInfo.path`` and the glyph cache like a font file. Each digit is a skeleton of
@@ -45,6 +45,7 @@ SKELETONS = {
         [_arc(0.5, 0.5, 0.42, 0.5, -100, 262, 28)]],
     1: [[[(0.5, 0.0), (0.5, 1.0)]],                                      # bare stroke
         [[(0.45, 0.0), (0.53, 0.5), (0.5, 1.0)]],                        # bare, bowed
+        [[(0.38, 0.08), (0.52, 0.0), (0.5, 1.0)]],                       # bare with a small hook
         [[(0.15, 0.25), (0.55, 0.0), (0.55, 1.0)]],                      # flag
         [[(0.3, 0.1), (0.55, 0.0), (0.55, 1.0)]],                        # short flag
         [[(0.2, 0.22), (0.5, 0.0), (0.5, 1.0)], [(0.15, 1.0), (0.85, 1.0)]]],  # flag and foot
@@ -55,7 +56,10 @@ SKELETONS = {
     4: [[[(0.7, 1.0), (0.7, 0.0), (0.0, 0.68), (1.0, 0.68)]],             # closed
         [[(0.12, 0.0), (0.05, 0.62), (1.0, 0.62)], [(0.75, 0.08), (0.75, 1.0)]],  # open top
         [[(0.2, 0.0), (0.1, 0.6), (0.95, 0.6)], [(0.7, 0.25), (0.7, 1.0)]],    # open, short stem
-        [[(0.3, 0.12), (0.08, 0.58), (1.0, 0.55)], [(0.72, 0.0), (0.7, 1.0)]]],  # open, short arm
+        [[(0.3, 0.12), (0.08, 0.58), (1.0, 0.55)], [(0.72, 0.0), (0.7, 1.0)]],  # open, short arm
+        [[(0.2, 0.12), (0.06, 0.46), (0.95, 0.44)], [(0.72, 0.0), (0.72, 1.0)]],  # open, high bar, long stem
+        [[(0.08, 0.1), (0.06, 0.3), (0.14, 0.43), (0.3, 0.48), (0.74, 0.46)],     # a "u" on a long stem
+         [(0.74, 0.0), (0.72, 1.0)]]],
     5: [[[(0.95, 0.0), (0.15, 0.0), (0.1, 0.45)] + _arc(0.48, 0.7, 0.48, 0.3, -115, 160, 12)],
         [[(0.15, 0.0), (0.1, 0.45)] + _arc(0.48, 0.7, 0.48, 0.3, -115, 160, 12), [(0.15, 0.0), (0.95, 0.0)]]],
     6: [[_arc(0.85, 0.6, 0.8, 0.6, 250, 180, 8) + _arc(0.5, 0.7, 0.45, 0.3, 180, 540, 22)],
