@@ -117,3 +117,23 @@ def test_the_letter_class_is_dropped_in_the_exported_graph_too(tmp_path):
     assert L.LETTER not in got["labels"].tolist()
     assert torch.equal(got["labels"], want["labels"])
     np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
+
+
+def test_box_refinement_is_traced_into_the_exported_graph(tmp_path):
+    from digitdet.onnx_backend import export_onnx
+
+    torch.manual_seed(0)
+    cfg = load_config("cpu_fast", TINY + ["box_refine=1"])
+    model = build_model(cfg).eval()
+    path = export_onnx(model, cfg, {}, tmp_path / "refine.onnx")
+    detector, _, _ = load_onnx_detector(path, threads=2)
+    images = [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+    with torch.inference_mode():
+        want = model(images)[0]
+        model.roi_heads.refine_steps = 0
+        unrefined = model(images)[0]
+    assert not torch.allclose(want["boxes"], unrefined["boxes"], atol=1e-2)  # the step moves boxes
+    got = detector(images)[0]
+    assert torch.equal(got["labels"], want["labels"])
+    np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
+    np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-3)

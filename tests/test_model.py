@@ -172,6 +172,36 @@ def test_letter_class_is_learnt_but_never_returned():
     assert {L.LETTER, L.digit_to_category(0), L.digit_to_category(5)} <= set(labels[0].tolist())
 
 
+def test_box_refine_regresses_each_returned_box_again_by_its_own_class():
+    torch.manual_seed(0)
+    model = build_model(Config(**TINY, box_score_thresh=0.0)).eval()
+    images = [torch.rand(3, 48, 120, generator=torch.Generator().manual_seed(1))]
+    heads, pred = model.roi_heads, model.roi_heads.box_predictor.bbox_pred
+
+    def detect(refine_steps):
+        heads.refine_steps = refine_steps
+        return model(images)[0]
+
+    with torch.inference_mode():
+        pred.weight.zero_()
+        pred.bias.zero_()
+        base = detect(0)
+        torch.testing.assert_close(detect(1)["boxes"], base["boxes"])  # a zero regression moves nothing
+        label = int(base["labels"][0])
+        pred.bias[4 * label] = 1.0  # dx = 1 / 10 (box coder weights 10, 10, 5, 5): 0.1 box widths right
+        once, twice = detect(0), detect(1)
+    assert torch.equal(twice["labels"], once["labels"]) and torch.equal(twice["scores"], once["scores"])
+    own = once["labels"] == label  # that class's boxes move 0.1 of their width again (unless clipped)
+    b, m = once["boxes"][own], twice["boxes"][own]
+    want = b[:, 0] + 0.1 * (b[:, 2] - b[:, 0])
+    unclipped = b[:, 2] + 0.1 * (b[:, 2] - b[:, 0]) < 120 - 1e-3
+    assert unclipped.any()
+    torch.testing.assert_close(m[unclipped, 0], want[unclipped], rtol=0, atol=1e-3)
+    torch.testing.assert_close(twice["boxes"][~own], once["boxes"][~own])  # other classes' regressors are 0
+    with pytest.raises(ValueError, match="box_refine"):
+        build_model(Config(**TINY, box_refine=-1))
+
+
 def test_digits_only_weights_grow_into_a_letter_class_model_and_back(tmp_path):
     src = build_model(Config(**TINY))
     path = tmp_path / "w.pth"

@@ -93,7 +93,8 @@ def build_model(cfg, load_weights: bool = True) -> nn.Module:
                            box_predictor=FastRCNNPredictor(cfg.representation_size, L.num_classes(cfg.letter_class)),
                            **_model_kwargs(cfg))
     model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta,
-                                                     drop_label=L.LETTER if cfg.letter_class else None)
+                                                     drop_label=L.LETTER if cfg.letter_class else None,
+                                                     refine_steps=cfg.box_refine)
     model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales)
     if load_weights and cfg.pretrained not in ("none", "torchvision"):
         load_pretrained_file(model, cfg.pretrained)

@@ -1,18 +1,20 @@
-"""RoI heads with a choice of box regression loss (smooth L1 with any beta, or GIoU), and an
-optional class that is learnt but never returned.
+"""RoI heads with a choice of box regression loss (smooth L1 with any beta, or GIoU), an
+optional class that is learnt but never returned, and optional iterative box refinement.
 
 torchvision's ``RoIHeads`` hard-codes smooth L1 with beta 1/9 in ``fastrcnn_loss``; this
 subclass replaces the training loss. Inference is torchvision's, plus one step when
 ``drop_label`` is set (the letter class, ``labels.LETTER``): detections of that label remove
 the lower-scoring detections they overlap (IoU > ``DROP_IOU``: the "0" found on a "D"), then
-are removed themselves.
+are removed themselves. With ``refine_steps`` > 0 each returned box is pooled again and
+regressed once more by its own class's regressor (iterative bounding-box regression, Gidaris &
+Komodakis 2015), that many times: the first pass regresses from proposals, which are loose.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import box_iou, generalized_box_iou_loss
+from torchvision.ops import box_iou, clip_boxes_to_image, generalized_box_iou_loss
 
 BOX_LOSSES = ("smooth_l1", "giou")
 DROP_IOU = 0.5  # a dropped-class detection removes lower-scoring ones it overlaps this much
@@ -20,21 +22,25 @@ DROP_IOU = 0.5  # a dropped-class detection removes lower-scoring ones it overla
 
 class DigitRoIHeads(RoIHeads):
     def __init__(self, *args, box_loss: str = "smooth_l1", smooth_l1_beta: float = 1.0 / 9,
-                 drop_label: int | None = None, **kwargs):
+                 drop_label: int | None = None, refine_steps: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"unknown box_loss {box_loss!r}; choose one of {BOX_LOSSES}")
+        if refine_steps < 0:
+            raise ValueError(f"box_refine must be 0 or more, got {refine_steps}")
         self.box_loss, self.smooth_l1_beta, self.drop_label = box_loss, smooth_l1_beta, drop_label
+        self.refine_steps = refine_steps
 
     @classmethod
     def from_torchvision(cls, heads: RoIHeads, box_loss: str, smooth_l1_beta: float,
-                         drop_label: int | None = None) -> "DigitRoIHeads":
-        """Same modules and settings as ``heads``, with our loss (and ``drop_label``)."""
+                         drop_label: int | None = None, refine_steps: int = 0) -> "DigitRoIHeads":
+        """Same modules and settings as ``heads``, with our loss (and ``drop_label``, ``refine_steps``)."""
         return cls(heads.box_roi_pool, heads.box_head, heads.box_predictor,
                    heads.proposal_matcher.high_threshold, heads.proposal_matcher.low_threshold,
                    heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction,
                    heads.box_coder.weights, heads.score_thresh, heads.nms_thresh, heads.detections_per_img,
-                   box_loss=box_loss, smooth_l1_beta=smooth_l1_beta, drop_label=drop_label)
+                   box_loss=box_loss, smooth_l1_beta=smooth_l1_beta, drop_label=drop_label,
+                   refine_steps=refine_steps)
 
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
         """torchvision's, then the ``drop_label`` step of the module docstring (no branches on
@@ -52,7 +58,11 @@ class DigitRoIHeads(RoIHeads):
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if not self.training:
-            return super().forward(features, proposals, image_shapes, targets)
+            result, losses = super().forward(features, proposals, image_shapes, targets)
+            for _ in range(self.refine_steps):
+                result = [self._refine({k: v[i:i + 1] for k, v in features.items()}, r, shape)
+                          for i, (r, shape) in enumerate(zip(result, image_shapes))]
+            return result, losses
         proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
@@ -61,6 +71,17 @@ class DigitRoIHeads(RoIHeads):
         loss_box_reg = self._box_loss(box_regression, labels, torch.cat(regression_targets),
                                       torch.cat(proposals))
         return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+    def _refine(self, features, detections: dict, image_shape) -> dict:
+        """One image's detections with each box regressed again from itself, by its label's
+        regressor (labels and scores kept). Per image, so an ONNX trace has no baked-in split."""
+        boxes, labels = detections["boxes"], detections["labels"]
+        box_features = self.box_head(self.box_roi_pool(features, [boxes], [image_shape]))
+        regression = self.box_predictor(box_features)[1]
+        regression = regression.reshape(regression.shape[0], regression.shape[1] // 4, 4)
+        deltas = regression[torch.arange(boxes.shape[0], device=boxes.device), labels]
+        refined = self.box_coder.decode_single(deltas, boxes)
+        return {**detections, "boxes": clip_boxes_to_image(refined, image_shape)}
 
     def _box_loss(self, box_regression, labels, regression_targets, proposals):
         """Loss over positive RoIs, normalised by the number of sampled RoIs (torchvision's)."""
