@@ -2,6 +2,7 @@
 
     python bench/bundle_model.py runs/x/best.pt --data DATA --tune-scale   # tuned on DATA/valid
     python bench/bundle_model.py runs/x/best.pt --data DATA --factors 1.25  # read at 1.25 x min_size
+    python bench/bundle_model.py ... --set box_refine=1   # a reading setting kept in the bundle's config
 
 Keeps only what prediction needs (weights stored as float16 to halve the file, config with
 pretrained=none, tuned decoder, the metrics it was selected on, and how it was made) and
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.inference import BUNDLED_WEIGHTS, SCALE_FACTORS, tune_reading
 from digitdet.io import load_checkpoint, save_checkpoint
@@ -32,17 +34,21 @@ def main(argv=None) -> None:
     p.add_argument("--factors", type=lambda v: tuple(float(f) for f in v.split(",")), default=None,
                    help="read only at these factors x the training min_size, e.g. 1.25 (overrides --tune-scale): "
                         "to keep a scale whose valid accuracy ties the best one and whose mAP is higher")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config settings stored in the bundle (e.g. box_refine=1) and used while tuning")
     args = p.parse_args(argv)
     state = load_checkpoint(args.weights)
+    config = Config.from_dict(state["config"], source=str(args.weights)).override(args.set).to_dict()
     images_dir, ann = split_paths(args.data, "valid")
     gt, _ = load_coco_digits(ann, images_dir)
     tuned = tune_reading(args.weights, images_dir, gt, torch.device("cpu"),
-                         args.factors or (SCALE_FACTORS if args.tune_scale else (1.0,)), workers=1)
+                         args.factors or (SCALE_FACTORS if args.tune_scale else (1.0,)), workers=1,
+                         overrides=args.set)
     for size, thresh, acc in tuned["table"]:
         print(f"min_size {size}: valid accuracy {acc:.4f} at threshold {thresh:.2f}")
     save_checkpoint(args.out, {
         "model": {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()},
-        "config": {**state["config"], "pretrained": "none"}, "metrics": state.get("metrics", {}),
+        "config": {**config, "pretrained": "none"}, "metrics": state.get("metrics", {}),
         "decoder": {**{k: tuned[k] for k in ("score_thresh", "iou_thresh", "min_size", "max_size", "accuracy")},
                     "tuned_on": f"{args.data.name}/valid"},
         "made_by": args.made_by})
