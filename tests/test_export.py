@@ -137,3 +137,16 @@ def test_box_refinement_is_traced_into_the_exported_graph(tmp_path):
     assert torch.equal(got["labels"], want["labels"])
     np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
     np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-3)
+
+
+def test_box_refinement_of_no_detections_runs_in_the_exported_graph(tmp_path):
+    from digitdet.onnx_backend import export_onnx
+
+    torch.manual_seed(0)
+    cfg = load_config("cpu_fast", TINY + ["box_refine=1", "box_score_thresh=0.999"])  # nothing passes
+    model = build_model(cfg).eval()
+    detector, _, _ = load_onnx_detector(export_onnx(model, cfg, {}, tmp_path / "none.onnx"), threads=2)
+    images = [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+    with torch.inference_mode():
+        assert len(model(images)[0]["boxes"]) == 0
+    assert detector(images)[0]["boxes"].shape == (0, 4)

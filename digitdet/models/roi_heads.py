@@ -78,7 +78,8 @@ class DigitRoIHeads(RoIHeads):
         boxes, labels = detections["boxes"], detections["labels"]
         box_features = self.box_head(self.box_roi_pool(features, [boxes], [image_shape]))
         regression = self.box_predictor(box_features)[1]
-        regression = regression.reshape(regression.shape[0], regression.shape[1] // 4, 4)
+        # the class count as a constant: ONNX Runtime cannot infer -1 next to a 0-row dimension
+        regression = regression.reshape(-1, self.box_predictor.bbox_pred.out_features // 4, 4)
         deltas = regression[torch.arange(boxes.shape[0], device=boxes.device), labels]
         refined = self.box_coder.decode_single(deltas, boxes)
         return {**detections, "boxes": clip_boxes_to_image(refined, image_shape)}
