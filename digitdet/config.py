@@ -74,7 +74,7 @@ class Config:
     box_nms_thresh: float = 0.5  # per-class NMS inside the model
     box_detections_per_img: int = 30
     # Inference only: each detection's box is pooled again and regressed once more from itself,
-    # this many times (0 = torchvision's single regression from the proposal; README "Accuracy").
+    # this many times (0 = torchvision's single regression from the proposal; README "Box refinement").
     box_refine: int = 0
     representation_size: int = 256  # width of the two-layer box head (torchvision: 1024)
     # RoIAlign samples per 7x7 bin side (torchvision: 2). A digit RoI covers only a few cells of a

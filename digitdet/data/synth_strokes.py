@@ -2,7 +2,8 @@
 
 Real house numbers are often painted or written with a marker: a bare-stroke 1, a 7 with a
 tick or a crossbar, a 4 open at the top with its bar high or low, one line of even width.
-Outline fonts (synth_fonts) draw none of these, and a model trained on them alone reads a hand-painted "174" as "171".
+Outline fonts (synth_fonts) draw none of these, and a model trained on them alone reads a
+hand-painted "174" as "171".
 
 Each writer is a pseudo-font named ``hand:K`` (K = 0..N_HANDS-1), a path-like key that travels
 through ``FontInfo.path`` and the glyph cache like a font file. Each digit is a skeleton of
