@@ -96,18 +96,28 @@ def test_predict_with_onnxruntime_writes_the_same_files_as_torch(exported, tiny_
     assert ort_csv == read_pred_csv(tmp_path / "pt" / "pred.csv")
 
 
-def test_the_letter_class_is_dropped_in_the_exported_graph_too(tmp_path):
-    from digitdet import labels as L
+def _exported(tmp_path, settings: list[str], prepare=None):
+    """(random-weight model, its ONNX detector, one test image) for TINY + ``settings``;
+    ``prepare(model)`` runs on the weights (without gradients) before the export."""
     from digitdet.onnx_backend import export_onnx
 
     torch.manual_seed(0)
-    cfg = load_config("cpu_fast", TINY + ["letter_class=true"])
+    cfg = load_config("cpu_fast", TINY + settings)
     model = build_model(cfg).eval()
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[L.LETTER] += 1.0  # letters among the detections
-    path = export_onnx(model, cfg, {}, tmp_path / "letters.onnx")
-    detector, _, _ = load_onnx_detector(path, threads=2)
-    images = [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(model)
+    detector, _, _ = load_onnx_detector(export_onnx(model, cfg, {}, tmp_path / "model.onnx"), threads=2)
+    return model, detector, [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+
+
+def test_the_letter_class_is_dropped_in_the_exported_graph_too(tmp_path):
+    from digitdet import labels as L
+
+    def more_letters(model):  # letters among the detections
+        model.roi_heads.box_predictor.cls_score.bias[L.LETTER] += 1.0
+
+    model, detector, images = _exported(tmp_path, ["letter_class=true"], more_letters)
     with torch.inference_mode():
         want = model(images)[0]
         model.roi_heads.drop_label = None
@@ -120,14 +130,7 @@ def test_the_letter_class_is_dropped_in_the_exported_graph_too(tmp_path):
 
 
 def test_box_refinement_is_traced_into_the_exported_graph(tmp_path):
-    from digitdet.onnx_backend import export_onnx
-
-    torch.manual_seed(0)
-    cfg = load_config("cpu_fast", TINY + ["box_refine=1"])
-    model = build_model(cfg).eval()
-    path = export_onnx(model, cfg, {}, tmp_path / "refine.onnx")
-    detector, _, _ = load_onnx_detector(path, threads=2)
-    images = [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+    model, detector, images = _exported(tmp_path, ["box_refine=1"])
     with torch.inference_mode():
         want = model(images)[0]
         model.roi_heads.refine_steps = 0
@@ -140,13 +143,7 @@ def test_box_refinement_is_traced_into_the_exported_graph(tmp_path):
 
 
 def test_box_refinement_of_no_detections_runs_in_the_exported_graph(tmp_path):
-    from digitdet.onnx_backend import export_onnx
-
-    torch.manual_seed(0)
-    cfg = load_config("cpu_fast", TINY + ["box_refine=1", "box_score_thresh=0.999"])  # nothing passes
-    model = build_model(cfg).eval()
-    detector, _, _ = load_onnx_detector(export_onnx(model, cfg, {}, tmp_path / "none.onnx"), threads=2)
-    images = [torch.rand((3, 48, 120), generator=torch.Generator().manual_seed(2))]
+    model, detector, images = _exported(tmp_path, ["box_refine=1", "box_score_thresh=0.999"])  # nothing passes
     with torch.inference_mode():
         assert len(model(images)[0]["boxes"]) == 0
     assert detector(images)[0]["boxes"].shape == (0, 4)
