@@ -85,6 +85,11 @@ class Config:
     # synthetic renderer writes) as a class of their own, which the model drops from its
     # output: without it a D is read as a 0. Needs data with letter boxes to help.
     letter_class: bool = False
+    # Feature maps and conv weights in channels-last (NHWC) memory: on a CPU the training RoI
+    # pooling reads the maps as rows of channels without a copy, and oneDNN's convolutions skip
+    # their layout reorders (1.12-1.19x training images/s, 1.06-1.10x reading, README "Speed").
+    # Numerics are unchanged up to float rounding; checkpoints load into either layout.
+    channels_last: bool = True
     box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value
     # ---- data / augmentation -------------------------------------------------------------

@@ -152,6 +152,42 @@ def test_train_scales_resize_each_training_batch_to_one_scale_and_inference_keep
         build_model(Config(**TINY, train_scales=[0.0, 1.0]))
 
 
+@pytest.mark.parametrize("sampling_ratio", [1, 2])  # 1: the training RoI pooling of models/roi_align.py
+def test_channels_last_changes_memory_layout_only(sampling_ratio):
+    # the same weights in either layout: the same losses, gradients and detections
+    torch.manual_seed(0)
+    cfg = dict(TINY, returned_layers=[1, 2], anchor_sizes=[[16], [32]], roi_sampling_ratio=sampling_ratio,
+               box_score_thresh=0.0)
+    nchw = build_model(Config(**cfg, channels_last=False))
+    nhwc = build_model(Config(**cfg, channels_last=True))
+    nhwc.load_state_dict(nchw.state_dict())
+    assert nhwc.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert nchw.backbone.body.conv1.weight.is_contiguous()
+    images = [torch.rand(3, 40, 90), torch.rand(3, 50, 60)]
+    targets = [{"boxes": torch.tensor([[10.0, 5.0, 24.0, 35.0]]), "labels": torch.tensor([2])},
+               {"boxes": torch.tensor([[20.0, 8.0, 36.0, 44.0]]), "labels": torch.tensor([7])}]
+    seen = []
+    nhwc.backbone.fpn.register_forward_hook(lambda m, a, out: seen.append(out["0"]))
+    losses = []
+    for model in (nchw, nhwc):
+        model.train()
+        torch.manual_seed(1)  # the RPN and RoI samplers draw the same proposals
+        loss = model(images, [dict(t) for t in targets])
+        losses.append({k: v.item() for k, v in loss.items()})
+        sum(loss.values()).backward()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    for key in losses[0]:
+        assert losses[1][key] == pytest.approx(losses[0][key], rel=1e-4, abs=1e-6), key
+    grads = [m.backbone.body.conv1.weight.grad for m in (nchw, nhwc)]
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    with torch.inference_mode():
+        out = [m.eval()(images) for m in (nchw, nhwc)]
+    for a, b in zip(*out):
+        assert len(a["boxes"]) == len(b["boxes"]) > 0
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3) and torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(a["scores"], b["scores"], atol=1e-4)
+
+
 def test_letter_class_is_learnt_but_never_returned():
     # two proposals on the same box: a letter (high score) and the 0 it looks like; a third
     # proposal elsewhere is a 5. The letter removes the 0 and then goes itself.

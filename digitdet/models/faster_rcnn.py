@@ -95,9 +95,11 @@ def build_model(cfg, load_weights: bool = True) -> nn.Module:
     model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta,
                                                      drop_label=L.LETTER if cfg.letter_class else None,
                                                      refine_steps=cfg.box_refine)
-    model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales)
+    model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales, cfg.channels_last)
     if load_weights and cfg.pretrained not in ("none", "torchvision"):
         load_pretrained_file(model, cfg.pretrained)
+    if cfg.channels_last:  # after loading: load_state_dict copies into the parameters' own layout
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 

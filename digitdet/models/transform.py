@@ -13,6 +13,9 @@ Multi-scale training: torchvision's ``GeneralizedRCNNTransform`` can train multi
 a batch costs what its largest scale costs, and its evaluation scale is the tuple's last entry.
 Here one factor is drawn per batch (torch's RNG: reproducible under ``seed``), multiplies
 ``min_size`` and ``max_size``, and inference stays at the configured scale.
+
+Channels-last: the padded batch can leave in NHWC memory, so a model whose conv weights are
+channels-last (config ``channels_last``) runs every feature map in that layout.
 """
 from __future__ import annotations
 
@@ -24,17 +27,20 @@ SIZE_NUDGE = 1.0 + 1e-6
 
 
 class DigitTransform(GeneralizedRCNNTransform):
-    def __init__(self, *args, train_scales: tuple[float, ...] = (), **kwargs):
+    def __init__(self, *args, train_scales: tuple[float, ...] = (), channels_last: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.channels_last = channels_last
         if any(f <= 0 for f in train_scales):
             raise ValueError(f"train_scales must be positive factors of min_size, got {list(train_scales)}")
         self.train_scales = tuple(float(f) for f in train_scales)
 
     @classmethod
-    def from_torchvision(cls, t: GeneralizedRCNNTransform, train_scales=()) -> "DigitTransform":
-        """Same normalisation and scale as ``t``; training batches at ``train_scales`` x that scale."""
+    def from_torchvision(cls, t: GeneralizedRCNNTransform, train_scales=(), channels_last: bool = False) -> "DigitTransform":
+        """Same normalisation and scale as ``t``; training batches at ``train_scales`` x that scale;
+        the padded batch in channels-last memory if ``channels_last``."""
         return cls(t.min_size[-1], t.max_size, t.image_mean, t.image_std, size_divisible=t.size_divisible,
-                   fixed_size=t.fixed_size, _skip_resize=t._skip_resize, train_scales=train_scales)
+                   fixed_size=t.fixed_size, _skip_resize=t._skip_resize, train_scales=train_scales,
+                   channels_last=channels_last)
 
     def forward(self, images, targets=None):
         factor = 1.0
@@ -44,6 +50,9 @@ class DigitTransform(GeneralizedRCNNTransform):
         self.min_size = (round(base[0][-1] * factor) * SIZE_NUDGE,)
         self.max_size = round(base[1] * factor) * SIZE_NUDGE
         try:
-            return super().forward(images, targets)
+            image_list, targets = super().forward(images, targets)
         finally:
             self.min_size, self.max_size = base
+        if self.channels_last:
+            image_list.tensors = image_list.tensors.contiguous(memory_format=torch.channels_last)
+        return image_list, targets
