@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.data.synth_style import sample_style
+from digitdet.data.synth_style import luminance, sample_style
 from digitdet.data.synthetic import sample_rng
 from digitdet.evaluation import decode_all
 from digitdet.inference import load_detector, predict_folder
@@ -45,6 +45,8 @@ def groups(style) -> list[str]:
     out += ["lines across"] * bool(d.get("lines")) + ["small text"] * bool(d.get("text"))
     out += ["blur >= 1 px"] * (photo.get("blur", 0) >= 1.0) + ["low resolution"] * bool(photo.get("lowres"))
     out += ["JPEG quality < 40"] * (0 < photo.get("jpeg", 0) < 40)
+    out += ["vivid colours (contrast in colour)"] * style.vivid
+    out += ["ink/plate luminance contrast < 0.2"] * (abs(luminance(style.fg) - luminance(style.bg)) < 0.2)
     height = style.height_px
     out.append("digits " + ("< 16 px" if height < 16 else "16-24 px" if height < 24 else "24-40 px" if height < 40
                             else ">= 40 px"))

@@ -353,3 +353,32 @@ def test_letter_suffixes_get_tight_boxes_outside_the_digit_annotations():
         assert entry["letter_boxes"] == [pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.02)
                                          for x1, y1, x2, y2 in letters]
         assert sum(a["image_id"] == i for a in coco["annotations"]) == len(anns) - len(letters)
+
+
+def test_some_numbers_contrast_in_colour_only_and_only_they_are_redrawn(monkeypatch):
+    # Vivid ink and plate, free to share their luminance, in ~VIVID_P of the samples (metal ink
+    # aside); every other choice of those samples, and every choice of the others, as without them.
+    from digitdet.data import synth_style
+    from digitdet.data.synth_style import VIVID_MIN_DISTANCE, luminance, sample_style
+
+    n = 400
+    styles = [sample_style(sample_rng(3, "train", i)) for i in range(n)]
+    monkeypatch.setattr(synth_style, "VIVID_P", 0.0)
+    plain = [sample_style(sample_rng(3, "train", i)) for i in range(n)]
+    vivid = [i for i in range(n) if not (np.array_equal(styles[i].fg, plain[i].fg)
+                                         and np.array_equal(styles[i].bg, plain[i].bg))]
+    assert vivid == [i for i in range(n) if styles[i].vivid] and not any(s.vivid for s in plain)
+    assert 0.06 * n < len(vivid) < 0.16 * n
+    for i, (a, b) in enumerate(zip(styles, plain)):
+        assert (a.digits, a.font, a.height_px, a.margins, a.surface, a.plate, a.ink, a.distractors) == \
+            (b.digits, b.font, b.height_px, b.margins, b.surface, b.plate, b.ink, b.distractors)
+        assert np.array_equal(a.wall, b.wall)
+        assert ({k: repr(v) for k, v in a.photo_params.items() if k != "saturation"}
+                == {k: repr(v) for k, v in b.photo_params.items() if k != "saturation"})
+        if i in vivid:
+            assert a.ink != "metal" and np.linalg.norm(a.fg - a.bg) >= VIVID_MIN_DISTANCE
+            assert a.photo_params["saturation"] >= 0.8
+        else:
+            assert a.photo_params["saturation"] == b.photo_params["saturation"]
+    # luminance alone would not tell some of them from their plate
+    assert sum(abs(luminance(styles[i].fg) - luminance(styles[i].bg)) < 0.1 for i in vivid) >= 3

@@ -10,6 +10,7 @@ own guesses at the extremes. Sampling from them is inverse-CDF interpolation.
 """
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass, field
 
@@ -62,6 +63,10 @@ PALETTE = np.array([
     [40, 70, 120], [30, 50, 90], [30, 90, 60], [120, 150, 100], [230, 210, 150], [180, 40, 40],
     [200, 200, 215], [90, 100, 110], [240, 230, 200], [70, 40, 30], [160, 140, 110],
 ], dtype=np.float64)
+# Share of samples (metal ink aside) whose ink and plate are vivid colours that may share their
+# luminance (vivid_colours), at least this far apart in RGB (0-441), photographed saturated.
+VIVID_P = 0.12
+VIVID_MIN_DISTANCE = 120.0
 METALS = np.array([[190, 150, 70], [200, 200, 205], [150, 110, 60], [60, 60, 60]], dtype=np.float64)
 
 
@@ -92,6 +97,7 @@ class Style:
     screws: bool
     photo_params: dict = field(default_factory=dict)
     distractors: dict = field(default_factory=dict)
+    vivid: bool = False              # fg/bg from vivid_colours: contrast in colour, maybe not in luminance
 
 
 def from_quantiles(rng: np.random.Generator, table, log: bool = False, u: float | None = None) -> float:
@@ -157,6 +163,20 @@ def sample_colours(rng: np.random.Generator, ink: str) -> tuple[np.ndarray, np.n
             return fg, bg, wall
         bg = _jitter(rng, PALETTE[rng.integers(len(PALETTE))])
     return fg, bg, wall
+
+
+def vivid_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(ink, plate) in saturated colours far apart in RGB but not necessarily in luminance:
+    purple on green, orange on blue. ``sample_colours`` always keeps luminance contrast, and a
+    model trained on that alone missed numbers whose contrast is in colour only (README)."""
+    def hsv() -> np.ndarray:
+        return 255.0 * np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.4, 1.0), rng.uniform(0.35, 1.0)))
+    fg, bg = hsv(), hsv()
+    for _ in range(50):
+        if np.linalg.norm(fg - bg) >= VIVID_MIN_DISTANCE:
+            break
+        fg, bg = hsv(), hsv()
+    return fg, bg
 
 
 def _sample_photometric(rng: np.random.Generator) -> dict:
@@ -232,4 +252,11 @@ def sample_style(rng: np.random.Generator) -> Style:
         # leaves, dark ink on dark leaves was invisible, yet labelled. (Set after the draws, so
         # every other sample keeps its random choices.)
         style.plate = "rect"
+    # Colour-only contrast, drawn from a generator of its own (a child of the sample's seed), so
+    # that every other sample keeps all its random choices, as above.
+    side = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    if style.ink != "metal" and side.random() < VIVID_P:
+        style.fg, style.bg = vivid_colours(side)
+        style.vivid = True
+        style.photo_params["saturation"] = side.uniform(0.8, 1.0)
     return style
