@@ -3,6 +3,7 @@
     python bench/speed.py                          # cpu_fast, default, seed_r50v2, yolov8n
     python bench/speed.py --onnx --seconds 5       # + the default model under ONNX Runtime
     python bench/speed.py --models default,seed_r50v2 --threads 2
+    python bench/speed.py --models default,default:channels_last=false --threads 1   # a recipe variant
 
 Every model gets the same synthetic SVHN-size photos (1-5 digits, ~30-60 px tall, 60-250 px
 wide; from ``digitdet.data.synthetic.render_sample`` when it works, else a plain Pillow
@@ -126,8 +127,10 @@ def measure(step, batches, seconds: float, warmup: bool = True, windows: int = 3
 # ---- models: each returns (infer(batch), train(batch), input scale, note) ---------------------
 
 def digitdet_steps(name: str):
-    """(infer, train, input scale, note, model, cfg) for the packaged recipe ``name``."""
-    cfg = load_config(name)
+    """(infer, train, input scale, note, model, cfg) for the packaged recipe ``name``, which may
+    carry overrides after colons: ``default:channels_last=false``."""
+    recipe, *overrides = name.split(":")
+    cfg = load_config(recipe, overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
@@ -227,7 +230,7 @@ def run_models(args, batches, seed_batches) -> list[dict]:
         row["train"] = measure(train, use, args.seconds, warm)
         print(f"  {name}: {row['infer']:.2f} img/s inference, {row['train']:.2f} img/s training", flush=True)
         rows.append(row)
-        if args.onnx and name == "default":
+        if args.onnx and name == "default":  # the plain recipe, not a variant
             rows.extend(onnx_rows(args, model, cfg, infer, batches))
     return rows
 
@@ -260,7 +263,8 @@ def print_table(rows: list[dict]) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="cpu_fast,default,seed_r50v2,yolov8n",
-                   help="comma-separated: digitdet recipe names (configs/*.yaml) and/or yolov8n")
+                   help="comma-separated: digitdet recipe names (configs/*.yaml), each with optional "
+                        "overrides after colons (default:channels_last=false), and/or yolov8n")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch / onnxruntime CPU threads")
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement (after one warm-up batch)")
     p.add_argument("--batch-size", type=int, default=8)

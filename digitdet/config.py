@@ -87,8 +87,9 @@ class Config:
     letter_class: bool = False
     # Feature maps and conv weights in channels-last (NHWC) memory: on a CPU the training RoI
     # pooling reads the maps as rows of channels without a copy, and oneDNN's convolutions skip
-    # their layout reorders (1.12-1.19x training images/s, 1.06-1.10x reading, README "Speed").
-    # Numerics are unchanged up to float rounding; checkpoints load into either layout.
+    # their layout reorders (1.00-1.11x training images/s in probes, faster reading; the
+    # 60-minute benchmark took as many steps as before: README "Speed"). Numerics are unchanged
+    # up to float rounding; checkpoints load into either layout.
     channels_last: bool = True
     box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value
