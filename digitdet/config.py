@@ -87,7 +87,7 @@ class Config:
     letter_class: bool = False
     # Feature maps and conv weights in channels-last (NHWC) memory: on a CPU the training RoI
     # pooling reads the maps as rows of channels without a copy, and oneDNN's convolutions skip
-    # their layout reorders (1.00-1.11x training images/s in probes, faster reading; the
+    # their layout reorders (1.00-1.23x training images/s in probes, 1.12-1.26x reading; the
     # 60-minute benchmark took as many steps as before: README "Speed"). Numerics are unchanged
     # up to float rounding; checkpoints load into either layout.
     channels_last: bool = True
