@@ -9,7 +9,8 @@ italic), at scale 0.8-2.0 and thickness 1-4, in a random colour on a random plai
 the kind of test image a user writes in ten lines. No training image was drawn this way. Colours
 are drawn uniformly from RGB, so many pairs differ in colour but hardly in luminance (purple
 on green); accuracy is printed by font and by the luminance contrast of ink and background
-(Rec. 709, 0..1). ``--out`` also writes the images, a ``test_gt.json`` and the model's reading.
+(Rec. 709, 0..1). ``--out`` also writes the images and ``readings.json`` (per image: truth, reading,
+font, contrast; not COCO, so not named test_gt.json, which means a split's COCO truth here).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=240, help="numbers to draw")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None, help="also write the images, test_gt.json and readings here")
+    p.add_argument("--out", type=Path, default=None, help="also write the images and readings.json here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
@@ -95,7 +96,7 @@ def main(argv=None) -> None:
             if args.out:
                 cv2.imwrite(str(args.out / "test" / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if args.out:
-        (args.out / "test_gt.json").write_text(json.dumps(records, indent=1))
+        (args.out / "readings.json").write_text(json.dumps(records, indent=1))
     total = sum(c for c, _ in by_font.values())
     print(f"Hershey numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
           f"(threshold {cfg.decode_score_thresh}, seed {args.seed})")
