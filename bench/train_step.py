@@ -5,7 +5,8 @@
 
 Times ``model(images, targets)``, backward and the recipe's optimizer step
 (optim.build_optimizer) on batches of the first training images of DATA (the recipe's
-training augmentation, decoded once, so data loading is not counted), after a few warm-up
+training augmentation, decoded once, so data loading is not counted; batched as training
+batches them, in pools of ``group_batches`` sorted by aspect ratio), after a few warm-up
 steps. ``--profile`` then prints torch.profiler's busiest operators over 10 more steps.
 key=value overrides the recipe, e.g. ``trainable_layers=5`` (frozen stages need
 ``pretrained=``: a backbone.pt from `digitdet pretrain`, or a run's best.pt).
@@ -19,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from digitdet.config import load_config
+from digitdet.data.loaders import aspect_sorted_batches
 from digitdet.models.faster_rcnn import build_model
 from digitdet.optim import build_optimizer
 from digitdet.train import load_split
@@ -29,7 +31,7 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--config", default="default")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=20, help="timed steps (after 5 warm-up steps)")
+    p.add_argument("--steps", type=int, default=27, help="timed steps (after 5 warm-up steps)")
     p.add_argument("--profile", action="store_true", help="then profile 10 steps")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
@@ -37,10 +39,12 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = load_config(args.config, args.overrides)
     model = build_model(cfg).train()
+    # batches as training makes them: pools of group_batches batches sorted by aspect ratio
+    pool = cfg.batch_size * max(cfg.group_batches, 1)
     n_batches = 5 + args.steps + (10 if args.profile else 0)
-    ds, _ = load_split(args.data, "train", cfg, True, max_images=n_batches * cfg.batch_size)
+    ds, _ = load_split(args.data, "train", cfg, True, max_images=-(-n_batches * cfg.batch_size // pool) * pool)
     items = [ds[i] for i in range(len(ds))]
-    batches = [items[i:i + cfg.batch_size] for i in range(0, len(items) - cfg.batch_size + 1, cfg.batch_size)]
+    batches = [b for i in range(0, len(items), pool) for b in aspect_sorted_batches(items[i:i + pool], cfg.batch_size, True)]
     opt = build_optimizer(model, cfg)
 
     def step(batch):

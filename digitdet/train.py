@@ -201,7 +201,8 @@ def _start(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | Non
     if not last.exists():
         raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {out_dir})")
     state = load_checkpoint(last)
-    return Config.from_dict(state["config"], source=str(last)), state
+    # a run saved before group_batches existed made random batches: it resumes making them
+    return Config.from_dict({"group_batches": 1, **state["config"]}, source=str(last)), state
 
 
 @dataclasses.dataclass
@@ -306,7 +307,7 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
         prog["epoch"] = epoch
         sampler.set_epoch(epoch, skip=prog["step_in_epoch"] * cfg.batch_size)
         train_ds.set_epoch(epoch)
-        loader = train_loader(train_ds, sampler, cfg.batch_size, cfg.workers)
+        loader = train_loader(train_ds, sampler, cfg.batch_size, cfg.workers, cfg.group_batches)
 
         def on_step(step: int) -> bool:
             nonlocal stop_reason

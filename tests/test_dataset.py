@@ -175,3 +175,47 @@ def test_letter_boxes_are_validated_clipped_and_become_targets_on_request(tiny_d
     coco["images"][0]["letter_boxes"] = [[1, 2, 3]]
     with pytest.raises(ValueError, match=r"train.json: image id \d+: letter_boxes"):
         load_coco_digits(_write(root, coco), root / "train")
+
+
+class _Widths(torch.utils.data.Dataset):
+    """Images 10 px tall of the given widths; the target names the sample."""
+
+    def __init__(self, widths):
+        self.widths = widths
+
+    def __len__(self):
+        return len(self.widths)
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 10, self.widths[i]), {"image_id": i}
+
+
+def _batches(widths, group, skip_batches=0, batch_size=2, replicas=1, rank=0):
+    from digitdet.data.loaders import EpochSampler, train_loader
+
+    sampler = EpochSampler(len(widths), seed=3, num_replicas=replicas, rank=rank)
+    sampler.set_epoch(1, skip=skip_batches * batch_size)
+    loader = train_loader(_Widths(widths), sampler, batch_size, 0, group)
+    out = [[t["image_id"] for t in targets] for _, targets in loader]
+    assert len(out) == len(loader)
+    return out
+
+
+def test_grouped_batches_are_aspect_sorted_pools_of_the_same_samples():
+    widths = np.random.default_rng(0).integers(10, 60, 23).tolist()
+    plain, grouped = _batches(widths, 1), _batches(widths, 3)
+    assert len(grouped) == len(plain) == 11  # drop_last: 23 samples make 11 batches of 2
+    for p in range(0, 9, 3):  # each pool of 3 batches holds the plain order's 6 samples, sorted by width
+        pool = [i for b in grouped[p:p + 3] for i in b]
+        assert sorted(pool) == sorted(i for b in plain[p:p + 3] for i in b)
+        assert [widths[i] for i in pool] == sorted(widths[i] for i in pool)
+    pad = [sum(len(b) * max(widths[i] for i in b) for b in bs) for bs in (plain, grouped)]
+    assert pad[1] < pad[0]  # what grouping is for: less padding
+
+
+@pytest.mark.parametrize("replicas,rank", [(1, 0), (2, 1)])
+def test_grouped_batches_resume_mid_pool_where_the_run_stopped(replicas, rank):
+    widths = np.random.default_rng(1).integers(10, 60, 41).tolist()
+    full = _batches(widths, 4, replicas=replicas, rank=rank)
+    for done in range(len(full) + 1):
+        assert _batches(widths, 4, done, replicas=replicas, rank=rank) == full[done:], done

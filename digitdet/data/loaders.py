@@ -42,17 +42,66 @@ class EpochSampler(Sampler):
         return -(-self.n // self.num_replicas) - self.skip
 
 
-def train_loader(dataset, sampler: EpochSampler, batch_size: int, workers: int) -> DataLoader:
+def train_loader(dataset, sampler: EpochSampler, batch_size: int, workers: int, group_batches: int = 1):
     """Training batches in the sampler's order; drop_last keeps BatchNorm away from batches of 1.
+
+    ``group_batches`` > 1: the loader reads pools of ``group_batches x batch_size`` samples in the
+    sampler's order and splits each pool, sorted by the aspect ratio of its augmented images,
+    into batches (:func:`aspect_sorted_batches`). A batch is padded to its largest image, and
+    random batches of digit photos (64 px tall, 64-224 px wide) are more than half padding;
+    sorted pools of 8 batches cut that to about a fifth (README "Speed"). Every process sorts
+    its pool the same way, so under torchrun the ranks' batches of a step cost about the same.
+    A sampler ``skip`` inside a pool (a resumed run) reads the whole pool again and drops the
+    batches already done, so the batches are those an uninterrupted run makes.
 
     The loader gets its own generator: otherwise creating its iterator draws from the global
     RNG, and a resumed run would draw at another moment than the run it continues.
     """
     g = torch.Generator().manual_seed(sampler.seed * 100003 + sampler.epoch)
     per_rank = len(sampler) + sampler.skip
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate, drop_last=per_rank > batch_size, generator=g,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+    drop_last = per_rank > batch_size
+    if group_batches <= 1:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=collate, drop_last=drop_last, generator=g,
+                          persistent_workers=False, pin_memory=torch.cuda.is_available())
+    pool = batch_size * group_batches
+    done = sampler.skip // batch_size  # batches of this epoch already trained
+    sampler.set_epoch(sampler.epoch, skip=(done // group_batches) * pool)
+    pools = DataLoader(dataset, batch_size=pool, sampler=sampler, num_workers=workers, collate_fn=list,
+                       drop_last=False, generator=g, persistent_workers=False,
+                       pin_memory=torch.cuda.is_available())
+    total = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+    return _PooledBatches(pools, batch_size, drop_last, done % group_batches, total - done)
+
+
+class _PooledBatches:
+    """Batches cut from a loader of pools (see :func:`train_loader`); ``len`` is the batch count."""
+
+    def __init__(self, pools: DataLoader, batch_size: int, drop_last: bool, drop_first: int, n: int):
+        self.pools, self.batch_size, self.drop_last = pools, batch_size, drop_last
+        self.drop_first, self.n = drop_first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        skip = self.drop_first
+        for samples in self.pools:
+            for batch in aspect_sorted_batches(samples, self.batch_size, self.drop_last):
+                if skip:
+                    skip -= 1
+                    continue
+                yield collate(batch)
+
+
+def aspect_sorted_batches(samples: list, batch_size: int, drop_last: bool) -> list[list]:
+    """(image, target) samples sorted by the image's width / height (ties keep their order), cut into
+    batches of ``batch_size``; ``drop_last`` drops a short last batch."""
+    order = sorted(range(len(samples)), key=lambda i: samples[i][0].shape[-1] / samples[i][0].shape[-2])
+    batches = [[samples[i] for i in order[j:j + batch_size]] for j in range(0, len(order), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
 
 
 def shape_grouped_batches(aspect_ratios: list[float], batch_size: int) -> list[list[int]]:
