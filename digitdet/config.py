@@ -102,7 +102,7 @@ class Config:
     # Training batches cut from pools of group_batches x batch_size samples sorted by aspect ratio,
     # so a batch pads its images little (1 = random batches, as torchvision's plain loader; the
     # seeds' setup). Random batches of digit photos were 56% padding, pools of 8 batches 22%:
-    # 1.2-1.45x training images/s on a CPU (README "Speed").
+    # 1.1-1.7x training images/s on a CPU, 1.8x the steps in the 60-minute benchmark (README "Speed").
     group_batches: int = 8
     # ---- optimisation --------------------------------------------------------------------
     epochs: int = 12
