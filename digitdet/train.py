@@ -303,6 +303,7 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
     cfg, prog = run.cfg, run.prog
     t_call = time.perf_counter()
     t_start, steps_this_call, stop_reason = t_call - prog["elapsed_s"], [0], ""
+    t_first = [t_call]  # when this call's first step ended
     for epoch in range(prog["epoch"], cfg.epochs):
         prog["epoch"] = epoch
         sampler.set_epoch(epoch, skip=prog["step_in_epoch"] * cfg.batch_size)
@@ -313,8 +314,11 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
             nonlocal stop_reason
             prog["step_in_epoch"], prog["elapsed_s"] = step, time.perf_counter() - t_start
             steps_this_call[0] += 1
-            if cfg.time_budget_min and steps_this_call[0] == PLAN_AFTER_STEPS:
-                _plan_schedule(run, (time.perf_counter() - t_call) / steps_this_call[0])
+            n = steps_this_call[0]
+            if n == 1:
+                t_first[0] = time.perf_counter()  # the first step also starts the loader's workers
+            if cfg.time_budget_min and n >= PLAN_AFTER_STEPS and (n - PLAN_AFTER_STEPS) % REPLAN_EVERY_STEPS == 0:
+                _plan_schedule(run, (time.perf_counter() - t_first[0]) / max(n - 1, 1))
             if stop_after_steps and steps_this_call[0] >= stop_after_steps:
                 stop_reason = "stop_after_steps"
             elif cfg.time_budget_min and (_planned_end(run) or
@@ -337,7 +341,7 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
         prog.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.perf_counter() - t_start)
         prog["history"].append(row)
         if cfg.time_budget_min and not stop_reason and steps_this_call[0]:  # re-plan, validation time included
-            _plan_schedule(run, (time.perf_counter() - t_call) / steps_this_call[0])
+            _plan_schedule(run, (time.perf_counter() - t_first[0]) / max(steps_this_call[0] - 1, 1))
         run.ckpt.save_last(run.model, run.optimizer, run.scheduler, run.scaler, prog, run.ema)
         if stop_reason:
             return stop_reason
@@ -348,6 +352,11 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
 
 
 PLAN_AFTER_STEPS = 20  # optimizer steps timed before a time-budgeted run first plans its schedule
+# ... and it plans again every so many steps: the first steps run slower than the rest (oneDNN
+# builds its kernels for each new batch shape), so a plan from them alone ended a 45-minute
+# run's cosine after 1,838 steps where 3,000 fitted, and only the end-of-epoch re-plan (1,500
+# steps in) corrected it, raising the lr again from near its end.
+REPLAN_EVERY_STEPS = 200
 
 
 def _plan_schedule(run: _Run, seconds_per_step: float) -> None:

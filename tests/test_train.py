@@ -80,6 +80,13 @@ def test_time_budget_plans_the_schedule_to_end_in_it(tiny_data, tmp_path, monkey
     assert last["scheduler"]["last_epoch"] == 5 and last["scheduler"]["_last_lr"][0] == 0.0  # cosine ended at 0
     # planned after 2 steps, then again after epoch 1 (3 steps); budget 3600 s, at most 3 epochs x 3 steps
     assert [(p[0], p[3], p[4]) for p in planned] == [(2, 3600.0, 9), (3, 3600.0, 9)]
+    # long epochs are re-planned every REPLAN_EVERY_STEPS steps too, not only at their end
+    planned.clear()
+    monkeypatch.setattr(train, "REPLAN_EVERY_STEPS", 1)
+    monkeypatch.setattr(train, "plan_total_steps", lambda *a: planned.append(a) or 7)
+    fit(tiny_cfg("epochs=3", "time_budget_min=60"), tiny_data, tmp_path / "v", progress=False)
+    # after steps 2-3, epoch 1's end, steps 4-6, epoch 2's end, step 7 (the last that fits)
+    assert [p[0] for p in planned] == [2, 3, 3, 4, 5, 6, 6, 7]
     # when every epoch asked for fits the budget, the run simply ends them
     monkeypatch.setattr(train, "plan_total_steps", lambda *a: 6)
     assert fit(tiny_cfg("epochs=2", "time_budget_min=60"), tiny_data, tmp_path / "u", progress=False)["stopped"] == ""
