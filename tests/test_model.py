@@ -152,6 +152,21 @@ def test_train_scales_resize_each_training_batch_to_one_scale_and_inference_keep
         build_model(Config(**TINY, train_scales=[0.0, 1.0]))
 
 
+def test_size_divisible_pads_the_batch_to_its_multiple():
+    # 48 x 108 after the resize (a 40 x 90 photo at min_size 48): padded to 64 x 128 at 32, 48 x 112 at 8
+    images = [torch.rand(3, 40, 90)]
+    for divisible, padded in ((32, (64, 128)), (8, (48, 112))):
+        model = build_model(Config(**TINY, returned_layers=[1, 2], anchor_sizes=[[16], [32]],
+                                   size_divisible=divisible)).eval()
+        with torch.inference_mode():
+            batch, _ = model.transform(images)
+            out = model(images)
+        assert tuple(batch.tensors.shape[-2:]) == padded and batch.image_sizes == [(48, 108)]
+        assert out[0]["boxes"].shape[1] == 4
+    with pytest.raises(ValueError, match="size_divisible"):
+        build_model(Config(**TINY, size_divisible=0))
+
+
 @pytest.mark.parametrize("sampling_ratio", [1, 2])  # 1: the training RoI pooling of models/roi_align.py
 def test_channels_last_changes_memory_layout_only(sampling_ratio):
     # the same weights in either layout: the same losses, gradients and detections

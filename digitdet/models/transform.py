@@ -35,10 +35,13 @@ class DigitTransform(GeneralizedRCNNTransform):
         self.train_scales = tuple(float(f) for f in train_scales)
 
     @classmethod
-    def from_torchvision(cls, t: GeneralizedRCNNTransform, train_scales=(), channels_last: bool = False) -> "DigitTransform":
+    def from_torchvision(cls, t: GeneralizedRCNNTransform, train_scales=(), channels_last: bool = False,
+                         size_divisible: int | None = None) -> "DigitTransform":
         """Same normalisation and scale as ``t``; training batches at ``train_scales`` x that scale;
-        the padded batch in channels-last memory if ``channels_last``."""
-        return cls(t.min_size[-1], t.max_size, t.image_mean, t.image_std, size_divisible=t.size_divisible,
+        the padded batch in channels-last memory if ``channels_last``, its sides multiples of
+        ``size_divisible`` (None: ``t``'s)."""
+        return cls(t.min_size[-1], t.max_size, t.image_mean, t.image_std,
+                   size_divisible=size_divisible or t.size_divisible,
                    fixed_size=t.fixed_size, _skip_resize=t._skip_resize, train_scales=train_scales,
                    channels_last=channels_last)
 
