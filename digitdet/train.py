@@ -352,10 +352,12 @@ def _epochs(run: _Run, train_ds, sampler, eval_loader, valid_gt, stop_after_step
 
 
 PLAN_AFTER_STEPS = 20  # optimizer steps timed before a time-budgeted run first plans its schedule
-# ... and it plans again every so many steps: the first steps run slower than the rest (oneDNN
-# builds its kernels for each new batch shape), so a plan from them alone ended a 45-minute
-# run's cosine after 1,838 steps where 3,000 fitted, and only the end-of-epoch re-plan (1,500
-# steps in) corrected it, raising the lr again from near its end.
+# ... and it plans again every so many steps, timed from the end of the first step (which also
+# starts the loader's workers): anything that slows the first 20 steps alone, such as another
+# job on the machine, otherwise sets the whole schedule. A 45-minute run whose first 20 steps
+# shared the CPU with a prediction job planned 1,838 steps where ~3,000 fitted, and only the
+# end-of-epoch re-plan, 1,500 steps in, would have corrected it, raising the lr again from
+# near zero.
 REPLAN_EVERY_STEPS = 200
 
 
