@@ -126,7 +126,7 @@ def run_yolo(data: Path, out: Path, minutes: float, workers: int):
                          f"names: {{{', '.join(f'{d}: {chr(39)}{d}{chr(39)}' for d in range(10))}}}\n")
     model = YOLO("yolov8n.yaml")
     model.train(data=str(yaml_path), imgsz=160, batch=32, time=minutes / 60, epochs=100, device="cpu",
-                workers=workers, plots=False, val=False, amp=False, project=str(out), name="yolo",
+                workers=workers, plots=False, val=False, amp=False, project=str(out.resolve()), name="yolo",
                 exist_ok=True, verbose=False, seed=0, deterministic=False,
                 optimizer="AdamW", lr0=YOLO_ADAMW_LR)
     return model
