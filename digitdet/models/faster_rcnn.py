@@ -95,8 +95,6 @@ def build_model(cfg, load_weights: bool = True) -> nn.Module:
     model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta,
                                                      drop_label=L.LETTER if cfg.letter_class else None,
                                                      refine_steps=cfg.box_refine)
-    if cfg.size_divisible < 1:
-        raise ValueError(f"size_divisible must be a positive number of pixels, got {cfg.size_divisible}")
     model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales, cfg.channels_last,
                                                       size_divisible=cfg.size_divisible)
     if load_weights and cfg.pretrained not in ("none", "torchvision"):

@@ -29,6 +29,8 @@ SIZE_NUDGE = 1.0 + 1e-6
 class DigitTransform(GeneralizedRCNNTransform):
     def __init__(self, *args, train_scales: tuple[float, ...] = (), channels_last: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.size_divisible < 1:
+            raise ValueError(f"size_divisible must be a positive number of pixels, got {self.size_divisible}")
         self.channels_last = channels_last
         if any(f <= 0 for f in train_scales):
             raise ValueError(f"train_scales must be positive factors of min_size, got {list(train_scales)}")
@@ -41,7 +43,7 @@ class DigitTransform(GeneralizedRCNNTransform):
         the padded batch in channels-last memory if ``channels_last``, its sides multiples of
         ``size_divisible`` (None: ``t``'s)."""
         return cls(t.min_size[-1], t.max_size, t.image_mean, t.image_std,
-                   size_divisible=size_divisible or t.size_divisible,
+                   size_divisible=t.size_divisible if size_divisible is None else size_divisible,
                    fixed_size=t.fixed_size, _skip_resize=t._skip_resize, train_scales=train_scales,
                    channels_last=channels_last)
 
