@@ -153,10 +153,10 @@ def score(dets_valid, dets_test, data: Path, cfg, limit: int = 0) -> dict:
         return {**coco, "images": [im for im in coco["images"] if im["id"] in keep],
                 "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
 
-    thresh = tune_decoder(dets_valid, gt_numbers(gt("valid")), iou_thresh=cfg.decode_iou_thresh)["score_thresh"]
-    m = score_detections(dets_test, gt("test"), cfg, decode_score_thresh=thresh)
-    return {"map": m["map"], "ap50": m["ap50"], "accuracy": m["accuracy"], "decode_thresh": thresh,
-            "test_images": len(gt("test")["images"])}
+    tuned = tune_decoder(dets_valid, gt_numbers(gt("valid")), iou_thresh=cfg.decode_iou_thresh)
+    m = score_detections(dets_test, gt("test"), cfg, decoder=tuned)
+    return {"map": m["map"], "ap50": m["ap50"], "accuracy": m["accuracy"], "decode_thresh": tuned["score_thresh"],
+            "decode_line": tuned["line_thresh"], "test_images": len(gt("test")["images"])}
 
 
 def main(argv=None) -> None:

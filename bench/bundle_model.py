@@ -44,16 +44,18 @@ def main(argv=None) -> None:
     tuned = tune_reading(args.weights, images_dir, gt, torch.device("cpu"),
                          args.factors or (SCALE_FACTORS if args.tune_scale else (1.0,)), workers=1,
                          overrides=args.set)
-    for size, thresh, acc in tuned["table"]:
-        print(f"min_size {size}: valid accuracy {acc:.4f} at threshold {thresh:.2f}")
+    for size, thresh, line, acc in tuned["table"]:
+        print(f"min_size {size}: valid accuracy {acc:.4f} at threshold {thresh:.2f}, line threshold {line:.2f}")
     save_checkpoint(args.out, {
         "model": {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()},
         "config": {**config, "pretrained": "none"}, "metrics": state.get("metrics", {}),
-        "decoder": {**{k: tuned[k] for k in ("score_thresh", "iou_thresh", "min_size", "max_size", "accuracy")},
+        "decoder": {**{k: tuned[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "min_size", "max_size",
+                                             "accuracy")},
                     "tuned_on": f"{args.data.name}/valid"},
         "made_by": args.made_by})
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB); min_size {tuned['min_size']}, "
-          f"decoder threshold {tuned['score_thresh']:.2f}, valid accuracy {tuned['accuracy']:.4f}")
+          f"decoder threshold {tuned['score_thresh']:.2f}, line threshold {tuned['line_thresh']:.2f}, "
+          f"valid accuracy {tuned['accuracy']:.4f}")
 
 
 if __name__ == "__main__":

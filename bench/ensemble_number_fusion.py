@@ -23,6 +23,8 @@ from digitdet.evaluation import decode_all, detections_to_results
 from digitdet.labels import digit_to_category
 from digitdet.metrics import coco_map, gt_numbers, sequence_accuracy
 
+PLAIN = {"score_thresh": 0.5, "iou_thresh": 0.5}  # plain reading at 0.5, no line reading
+
 # name: (recall, wrong-label rate, phantoms per image, phantom score range)
 STRONG = (0.97, 0.02, 0.04, (0.3, 0.8))
 MEDIUM = (0.94, 0.04, 0.12, (0.4, 0.9))
@@ -102,11 +104,11 @@ def run_scenario(profiles, weights, n: int, seed: int) -> dict:
     def acc(numbers):
         return sequence_accuracy(numbers, truth)
 
-    row = {"members_acc": [acc(decode_all(m, truth, 0.5, 0.5)) for m in members],
+    row = {"members_acc": [acc(decode_all(m, truth, PLAIN)) for m in members],
            "members_map": [coco_map(gt, detections_to_results(m, 0.0, 100))["map"] for m in members]}
     for conf in ("avg", "max"):
         fused = fuse_detections(members, sizes, weights, "wbf", 0.55, 0.0, conf)
-        row[f"wbf_{conf}_plain"] = acc(decode_all(fused, truth, 0.5, 0.5))
+        row[f"wbf_{conf}_plain"] = acc(decode_all(fused, truth, PLAIN))
         if conf == "avg":
             row["wbf_map"] = coco_map(gt, detections_to_results(fused, 0.0, 100))["map"]
             for mode in ("boxes", "vote"):

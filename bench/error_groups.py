@@ -60,7 +60,7 @@ def read_split(args, images_dir: Path, image_ids) -> dict[int, str]:
     torch.set_num_threads(args.threads)
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
     out = predict_folder(model, cfg, images_dir, torch.device("cpu"), workers=1, progress=True)
-    return decode_all(out["detections"], image_ids, cfg.decode_score_thresh, cfg.decode_iou_thresh)
+    return decode_all(out["detections"], image_ids, cfg.decoder())
 
 
 def main(argv=None) -> None:

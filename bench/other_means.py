@@ -87,7 +87,7 @@ def main(argv=None) -> None:
             image, number, font, contrast = draw(rng, i)
             boxes, labels, scores = detect([to_tensor(image)])[0]
             read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
-                                 iou_thresh=cfg.decode_iou_thresh)
+                                 iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh)
             for tally in (by_font[font], by_band[band(contrast)]):
                 tally[0] += read == number
                 tally[1] += 1

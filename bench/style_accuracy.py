@@ -70,7 +70,7 @@ def accuracy(model, cfg, pool, n: int, seed: int) -> tuple[float, dict]:
             image, anns = render_sample(sample_rng(seed, "test", i))
         boxes, labels, scores = detect([to_tensor(image)])[0]
         read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
-                             iou_thresh=cfg.decode_iou_thresh)
+                             iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh)
         hit = read == "".join(str(a["digit"]) for a in anns)
         correct += hit
         tally = per_font[os.path.basename(picked[0].path)]

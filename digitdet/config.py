@@ -160,6 +160,9 @@ class Config:
     pred_max_per_image: int = 30
     decode_score_thresh: float = 0.5  # digits kept when reading the number (tunable)
     decode_iou_thresh: float = 0.5  # class-agnostic duplicate suppression when reading
+    # Line reading (digitdet/decode.py): boxes scoring >= this also join the digits read when
+    # they sit beside one on its line; 0 = off. Tuned with decode_score_thresh (--tune-decoder).
+    decode_line_thresh: float = 0.0
     # Zoom-in reading (digitdet/zoom.py): photos whose digits are small (median height under
     # zoom_below x the short side; pass 1's digits scoring >= zoom_score) are read again on a crop
     # reaching zoom_margin digit heights beyond them. +2.9 to +5.0 points of test accuracy for the
@@ -196,8 +199,25 @@ class Config:
             d[k.strip()] = yaml.safe_load(v)
         return Config.from_dict(d, source="command-line override")
 
+    def decoder(self) -> dict:
+        """The number-reading settings as a checkpoint's ``"decoder"`` dict stores them."""
+        return {key: getattr(self, name) for key, name in DECODER_FIELDS.items()}
+
+    def apply_decoder(self, decoder: dict | None) -> "Config":
+        """Take the reading settings of a checkpoint's ``"decoder"`` dict (keys it lacks, e.g.
+        ``line_thresh`` in files older than line reading, keep this config's); returns self."""
+        for key, name in DECODER_FIELDS.items():
+            if decoder and key in decoder:
+                setattr(self, name, float(decoder[key]))
+        return self
+
     def dumps(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# checkpoint "decoder" key -> Config field
+DECODER_FIELDS = {"score_thresh": "decode_score_thresh", "iou_thresh": "decode_iou_thresh",
+                  "line_thresh": "decode_line_thresh"}
 
 
 def _coerce(key: str, value, default, source: str):

@@ -13,7 +13,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.decode import decode_number, suppress_duplicates
+from digitdet.decode import decode_number, read_digits
 from digitdet.engine import empty_detections
 from digitdet.evaluation import detections_to_results
 from digitdet.labels import NUM_DIGITS, category_to_digit
@@ -61,20 +61,16 @@ def _gt_by_image(gt: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return {i: (xywh_to_xyxy(b), np.asarray(c, dtype=np.int64)) for i, (b, c) in out.items()}
 
 
-def read_boxes(det, score_thresh: float, decode_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_boxes(det, score_thresh: float, decode_iou: float = 0.5,
+               line_thresh: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The boxes :func:`decode_number` reads from one image's detections (score >= threshold,
-    class-agnostic duplicates removed), highest score first: (boxes xyxy, labels, scores)."""
-    boxes = np.asarray(det[0], dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(det[1], dtype=np.int64).reshape(-1)
-    scores = np.asarray(det[2], dtype=np.float64).reshape(-1)
-    sel = scores >= score_thresh
-    boxes, labels, scores = boxes[sel], labels[sel], scores[sel]
-    keep = suppress_duplicates(boxes, scores, decode_iou)
-    return boxes[keep], labels[keep], scores[keep]
+    class-agnostic duplicates removed, line reading with ``line_thresh`` > 0), highest score
+    first: (boxes xyxy, labels, scores)."""
+    return read_digits(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh)
 
 
 def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float = 0.5,
-                     decode_iou: float = 0.5) -> np.ndarray:
+                     decode_iou: float = 0.5, line_thresh: float = 0.0) -> np.ndarray:
     """(11, 11) int counts: rows :data:`CONFUSION_ROWS` (true digit, then "none"), columns
     :data:`CONFUSION_COLS` (digit read, then "missed").
 
@@ -86,7 +82,7 @@ def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float
     """
     m = np.zeros((NUM_DIGITS + 1, NUM_DIGITS + 1), dtype=np.int64)
     for image_id, (gt_boxes, gt_labels) in _gt_by_image(gt).items():
-        boxes, labels, _ = read_boxes(dets.get(image_id, empty_detections()), score_thresh, decode_iou)
+        boxes, labels, _ = read_boxes(dets.get(image_id, empty_detections()), score_thresh, decode_iou, line_thresh)
         ious = iou_xyxy(boxes, gt_boxes)
         free = np.ones(len(gt_boxes), dtype=bool)
         for j in range(len(boxes)):  # read_boxes returns highest score first
@@ -103,7 +99,7 @@ def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float
 
 
 def worst_number_errors(dets: dict, gt: dict, score_thresh: float = 0.5, decode_iou: float = 0.5,
-                        n: int = 24) -> list[dict]:
+                        n: int = 24, line_thresh: float = 0.0) -> list[dict]:
     """The ``n`` worst wrongly read numbers of ``gt``'s images, worst first.
 
     "Worst" = least similar to the truth (``difflib`` ratio of the two strings), then most
@@ -115,10 +111,10 @@ def worst_number_errors(dets: dict, gt: dict, score_thresh: float = 0.5, decode_
     items = []
     for image_id, true_number in truth.items():
         det = dets.get(image_id, empty_detections())
-        read = decode_number(*det, score_thresh=score_thresh, iou_thresh=decode_iou)
+        read = decode_number(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh)
         if read == true_number:
             continue
-        scores = read_boxes(det, score_thresh, decode_iou)[2]
+        scores = read_boxes(det, score_thresh, decode_iou, line_thresh)[2]
         items.append({"image_id": image_id, "read": read, "truth": true_number,
                       "kind": classify_error(read, true_number),
                       "confidence": float(scores.mean()) if len(scores) else 0.0})

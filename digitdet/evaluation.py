@@ -16,22 +16,26 @@ def detections_to_results(dets: dict, score_thresh: float, max_dets: int) -> lis
     return out
 
 
-def decode_all(dets: dict, image_ids, score_thresh: float, iou_thresh: float) -> dict[int, str]:
-    """The number read in every image of ``image_ids`` ("-1" for images without detections)."""
-    return {i: decode_number(*dets.get(i, empty_detections()), score_thresh=score_thresh, iou_thresh=iou_thresh)
-            for i in image_ids}
+def decode_all(dets: dict, image_ids, decoder: dict) -> dict[int, str]:
+    """The number read in every image of ``image_ids`` ("-1" for images without detections);
+    ``decoder`` holds :func:`decode_number`'s settings as ``Config.decoder()`` gives them."""
+    kw = {"score_thresh": decoder["score_thresh"], "iou_thresh": decoder["iou_thresh"],
+          "line_thresh": decoder.get("line_thresh", 0.0)}
+    return {i: decode_number(*dets.get(i, empty_detections()), **kw) for i in image_ids}
 
 
-def score_detections(dets: dict, gt: dict, cfg, decode_score_thresh: float | None = None) -> dict:
-    """mAP family + whole-number accuracy + error breakdown of ``dets`` against COCO dict ``gt``."""
-    thresh = cfg.decode_score_thresh if decode_score_thresh is None else decode_score_thresh
+def score_detections(dets: dict, gt: dict, cfg, decoder: dict | None = None) -> dict:
+    """mAP family + whole-number accuracy + error breakdown of ``dets`` against COCO dict ``gt``;
+    numbers read with ``cfg``'s decoder settings, or those of ``decoder`` where it has them."""
+    decoder = {**cfg.decoder(), **(decoder or {})}
     results = detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image)
     metrics = coco_map(gt, results)
     truth = gt_numbers(gt)
-    pred = decode_all(dets, truth.keys(), thresh, cfg.decode_iou_thresh)
+    pred = decode_all(dets, truth.keys(), decoder)
     metrics["accuracy"] = sequence_accuracy(pred, truth)
     metrics["errors"] = number_errors(pred, truth)
-    metrics["decode_score_thresh"] = thresh
+    metrics["decode_score_thresh"] = decoder["score_thresh"]
+    metrics["decode_line_thresh"] = decoder["line_thresh"]
     return metrics
 
 

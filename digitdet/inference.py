@@ -53,8 +53,7 @@ def load_detector(weights: str | Path | None, device: torch.device, overrides: l
     cfg = Config.from_dict(state["config"], source=str(path))
     cfg.pretrained = "none"  # the checkpoint has every weight; never download or read other files
     decoder = dict(state.get("decoder") or {})
-    cfg.decode_score_thresh = float(decoder.get("score_thresh", cfg.decode_score_thresh))
-    cfg.decode_iou_thresh = float(decoder.get("iou_thresh", cfg.decode_iou_thresh))
+    cfg.apply_decoder(decoder)
     if "min_size" in decoder:  # a tuned input scale (the config keeps the training one)
         cfg.min_size, cfg.max_size = int(decoder["min_size"]), int(decoder["max_size"])
     cfg = cfg.override(overrides or [])
@@ -79,8 +78,9 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
     ``images_dir`` with min_size = round(f x its training min_size, or the one in ``overrides``)
     and the long side capped at the same ratio; :func:`digitdet.decode.tune_decoder` picks the threshold. ``gt`` is the
     split's COCO dict; ``workers`` None = the config's. Returns the best scale (ties: the
-    smaller, faster one) as ``{"min_size", "max_size", "score_thresh", "iou_thresh", "accuracy",
-    "detections", "images_per_s", "cfg", "table": [(min_size, score_thresh, accuracy), ...]}``;
+    smaller, faster one) as ``{"min_size", "max_size", "score_thresh", "iou_thresh", "line_thresh",
+    "accuracy", "detections", "images_per_s", "cfg", "table": [(min_size, score_thresh, line_thresh,
+    accuracy), ...]}``;
     ``cfg`` is the model's config with these settings, ``detections`` its raw detections there.
     """
     path = _weights_path(weights)
@@ -95,13 +95,12 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
         out = predict_batches(model, loader, device, progress=progress, desc=f"read at min_size {size}",
                               detect=reading_detector(model, cfg, device))
         tuned = tune_decoder(out["detections"], truth, iou_thresh=cfg.decode_iou_thresh)
-        table.append((size, tuned["score_thresh"], tuned["accuracy"]))
-        log.info("min_size %d (max_size %d): accuracy %.4f at threshold %.2f", size, max_size,
-                 tuned["accuracy"], tuned["score_thresh"])
+        table.append((size, tuned["score_thresh"], tuned["line_thresh"], tuned["accuracy"]))
+        log.info("min_size %d (max_size %d): accuracy %.4f at threshold %.2f, line threshold %.2f", size,
+                 max_size, tuned["accuracy"], tuned["score_thresh"], tuned["line_thresh"])
         if best is None or tuned["accuracy"] > best["accuracy"]:
-            cfg.decode_score_thresh = tuned["score_thresh"]
-            best = {"min_size": size, "max_size": max_size, "score_thresh": tuned["score_thresh"],
-                    "iou_thresh": cfg.decode_iou_thresh, "accuracy": tuned["accuracy"],
+            cfg.apply_decoder(tuned)
+            best = {"min_size": size, "max_size": max_size, **cfg.decoder(), "accuracy": tuned["accuracy"],
                     "detections": out["detections"], "images_per_s": out["images_per_s"], "cfg": cfg}
     return {**best, "table": table}
 
@@ -150,7 +149,7 @@ def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Confi
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = detections_to_results(detections, cfg.pred_score_thresh, cfg.pred_max_per_image)
-    numbers = decode_all(detections, image_ids, cfg.decode_score_thresh, cfg.decode_iou_thresh)
+    numbers = decode_all(detections, image_ids, cfg.decoder())
     write_pred_json(out_dir / "pred.json", results)
     write_pred_csv(out_dir / "pred.csv", numbers)
     write_json(out_dir / PRED_CONFIG, cfg.to_dict())
@@ -158,11 +157,11 @@ def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Confi
 
 
 def decoder_of_predictions(pred_json) -> dict | None:
-    """``{"score_thresh", "iou_thresh"}`` that ``write_submission`` read the numbers beside
+    """``Config.decoder()`` settings that ``write_submission`` read the numbers beside
     ``pred_json`` with (from its pred_config.json), or None when there is none (e.g. a
     pred.json from another tool)."""
     path = Path(pred_json).with_name(PRED_CONFIG)
     if not path.exists():
         return None
     cfg = Config.from_dict(read_json(path, "prediction config"), source=str(path))
-    return {"score_thresh": cfg.decode_score_thresh, "iou_thresh": cfg.decode_iou_thresh}
+    return cfg.decoder()

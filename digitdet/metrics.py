@@ -183,8 +183,8 @@ def summarize(metrics: dict) -> str:
     """Multi-line human summary of a metrics dict; keys that are absent are skipped.
 
     Reads ``map ap50 ap75 aps apm apl`` and ``ap_per_digit`` (from :func:`coco_map`),
-    ``accuracy`` (from :func:`sequence_accuracy`), ``score_thresh`` (decoder threshold
-    used) and ``errors`` (from :func:`number_errors`).
+    ``accuracy`` (from :func:`sequence_accuracy`), ``decode_score_thresh`` (or ``score_thresh``)
+    and ``decode_line_thresh`` (decoder thresholds used) and ``errors`` (from :func:`number_errors`).
     """
     lines = []
     if "map" in metrics:
@@ -197,7 +197,10 @@ def summarize(metrics: dict) -> str:
         per = metrics["ap_per_digit"]
         lines.append("AP per digit: " + "  ".join(f"{d}:{_fmt(per.get(d))}" for d in sorted(per)))
     if "accuracy" in metrics:
-        at = f" (digits with score >= {metrics['score_thresh']:.2f})" if "score_thresh" in metrics else ""
+        thresh = metrics.get("decode_score_thresh", metrics.get("score_thresh"))
+        line = metrics.get("decode_line_thresh", 0.0)
+        on_line = f", >= {line:.2f} beside one on its line" if thresh is not None and 0 < line < thresh else ""
+        at = f" (digits with score >= {thresh:.2f}{on_line})" if thresh is not None else ""
         lines.append(f"number accuracy {metrics['accuracy']:.4f}{at}")
     if "errors" in metrics:
         errors = metrics["errors"]

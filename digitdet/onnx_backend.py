@@ -35,7 +35,7 @@ FORMAT_VERSION = "1"
 # Torchvision's detection ops need opset >= 11; 17 is well supported by onnxruntime 1.2x+.
 DEFAULT_OPSET = 17
 # Config keys read after the model has run (pred.json / pred.csv writing): free to override.
-POST_MODEL_KEYS = ("pred_score_thresh", "pred_max_per_image", "decode_score_thresh", "decode_iou_thresh",
+POST_MODEL_KEYS = ("pred_score_thresh", "pred_max_per_image", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh",
                    "eval_batch_size", "workers", "zoom_read", "zoom_score", "zoom_below", "zoom_margin")
 
 
@@ -139,8 +139,7 @@ def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = Non
                          f"only models written by `digitdet export` can be used")
     cfg = Config.from_dict(json.loads(meta[METADATA_CONFIG]), source=f"{path} metadata")
     decoder = json.loads(meta.get(METADATA_DECODER) or "{}")
-    cfg.decode_score_thresh = float(decoder.get("score_thresh", cfg.decode_score_thresh))
-    cfg.decode_iou_thresh = float(decoder.get("iou_thresh", cfg.decode_iou_thresh))
+    cfg.apply_decoder(decoder)
     new = cfg.override(overrides or [])
     frozen = sorted(k for k, v in new.to_dict().items() if k not in POST_MODEL_KEYS and v != getattr(cfg, k))
     if frozen:

@@ -52,14 +52,14 @@ def _side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
 
 
 def prediction_panel(image: Image.Image, det, score_thresh: float = 0.5, decode_iou: float = 0.5,
-                     gt_boxes_xywh=None, gt_labels=None, caption: str = "") -> Image.Image:
+                     gt_boxes_xywh=None, gt_labels=None, caption: str = "", line_thresh: float = 0.0) -> Image.Image:
     """One image with the boxes the decoder reads (digit + score) and the number read below.
 
     ``det``: (boxes xyxy px, labels 1..10, scores) of this image. With ``gt_boxes_xywh`` /
     ``gt_labels`` (COCO xywh px, category ids) the truth is drawn beside it in green with
     the true number. ``caption`` is put before the number read (e.g. the file name).
     """
-    boxes, labels, scores = read_boxes(det, score_thresh, decode_iou)
+    boxes, labels, scores = read_boxes(det, score_thresh, decode_iou, line_thresh)
     order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")  # the number reads left to right
     digits = [category_to_digit(c) for c in labels[order]]
     read = "".join(map(str, digits)) or "-1"
@@ -83,7 +83,7 @@ def _gt_of(gt: dict | None, image_id: int):
 
 def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None = None, n: int = 36,
                               score_thresh: float = 0.5, decode_iou: float = 0.5, seed: int = 0,
-                              only: set[int] | None = None) -> list[Path]:
+                              only: set[int] | None = None, line_thresh: float = 0.0) -> list[Path]:
     """``out_dir/grid.png`` of ``n`` images (a seeded sample of ``images_dir``, or of its images
     whose id is in ``only``; all when fewer) and ``out_dir/images/<id>.png`` for each. Images of
     the folder are named ``<image_id>.png``."""
@@ -97,7 +97,7 @@ def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None =
     for image_id, path in chosen:
         gt_boxes, gt_labels = _gt_of(gt, image_id)
         panel = prediction_panel(load_rgb(path), dets.get(image_id, empty_detections()), score_thresh, decode_iou,
-                                 gt_boxes, gt_labels, caption=f"{path.name}: ")
+                                 gt_boxes, gt_labels, caption=f"{path.name}: ", line_thresh=line_thresh)
         save_png_atomic(panel, out_dir / "images" / f"{image_id}.png")
         paths.append(out_dir / "images" / f"{image_id}.png")
         panels.append(panel)
@@ -107,10 +107,10 @@ def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None =
 
 
 def worst_numbers_gallery(dets: dict, gt: dict, images_dir, score_thresh: float = 0.5, decode_iou: float = 0.5,
-                          n: int = 24) -> Image.Image | None:
+                          n: int = 24, line_thresh: float = 0.0) -> Image.Image | None:
     """A grid of the ``n`` worst numbers read (:func:`diagnostics.worst_number_errors`), each with
     what was read (left) and the truth (right); None when every number is right."""
-    errors = worst_number_errors(dets, gt, score_thresh, decode_iou, n)
+    errors = worst_number_errors(dets, gt, score_thresh, decode_iou, n, line_thresh)
     if not errors:
         return None
     files = {int(im["id"]): im["file_name"] for im in gt["images"]}
@@ -119,25 +119,26 @@ def worst_numbers_gallery(dets: dict, gt: dict, images_dir, score_thresh: float 
         gt_boxes, gt_labels = _gt_of(gt, e["image_id"])
         panels.append(prediction_panel(load_rgb(Path(images_dir) / files[e["image_id"]]),
                                        dets.get(e["image_id"], empty_detections()), score_thresh, decode_iou,
-                                       gt_boxes, gt_labels, caption=f"{e['kind']}: "))
+                                       gt_boxes, gt_labels, caption=f"{e['kind']}: ", line_thresh=line_thresh))
     return image_grid(panels, cols=max(1, round((len(panels) / 2) ** 0.5)), cell_size=(512, 256))
 
 
 def write_evaluation_pictures(out_dir, dets: dict, gt: dict, images_dir, cfg) -> list[Path]:
     """Precision-recall per digit, digit confusion matrix and worst-numbers gallery of ``dets`` on ``gt``.
 
-    Numbers are read with ``cfg.decode_score_thresh`` / ``cfg.decode_iou_thresh``; ``images_dir``
+    Numbers are read with ``cfg``'s decoder settings (``cfg.decoder()``); ``images_dir``
     holds ``gt``'s images (``file_name``). Returns the paths written (no gallery when every
     number is right).
     """
     out_dir = Path(out_dir)
-    thresh, iou = cfg.decode_score_thresh, cfg.decode_iou_thresh
+    thresh, iou, line = cfg.decode_score_thresh, cfg.decode_iou_thresh, cfg.decode_line_thresh
     written = [out_dir / "pr_curves.png", out_dir / "confusion_matrix.png"]
     save_figure_atomic(pr_curves_figure(pr_curves(dets, gt, 0.5)), written[0])
-    title = f"digit confusions: boxes read at score >= {thresh:.2f}, matched to truth at IoU >= 0.5"
-    save_figure_atomic(confusion_figure(confusion_matrix(dets, gt, thresh, 0.5, iou), CONFUSION_ROWS,
+    on_line = f" (on the line: >= {line:.2f})" if 0 < line < thresh else ""
+    title = f"digit confusions: boxes read at score >= {thresh:.2f}{on_line}, matched to truth at IoU >= 0.5"
+    save_figure_atomic(confusion_figure(confusion_matrix(dets, gt, thresh, 0.5, iou, line), CONFUSION_ROWS,
                                         CONFUSION_COLS, title), written[1])
-    gallery = worst_numbers_gallery(dets, gt, images_dir, thresh, iou)
+    gallery = worst_numbers_gallery(dets, gt, images_dir, thresh, iou, line_thresh=line)
     if gallery is not None:
         save_png_atomic(gallery, out_dir / "worst_numbers.png")
         written.append(out_dir / "worst_numbers.png")
@@ -154,9 +155,7 @@ def write_run_pictures(run_dir, model, loader, device, gt: dict, images_dir, cfg
     written = write_training_plots(run_dir)
     best = load_checkpoint(run_dir / "best.pt")
     unwrap(model).load_state_dict(best["model"])
-    decoder = best.get("decoder") or {}
-    cfg = dataclasses.replace(cfg, decode_score_thresh=float(decoder.get("score_thresh", cfg.decode_score_thresh)),
-                              decode_iou_thresh=float(decoder.get("iou_thresh", cfg.decode_iou_thresh)))
+    cfg = dataclasses.replace(cfg).apply_decoder(best.get("decoder"))
     dets = predict_batches(model, loader, device, progress=progress, desc="pictures (best.pt)",
                            detect=reading_detector(model, cfg, device))["detections"]
     return written + write_evaluation_pictures(run_dir, dets, gt, images_dir, cfg)

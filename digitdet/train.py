@@ -98,7 +98,7 @@ class Checkpointer:
         save_checkpoint(self.out / "best.pt", {
             "model": model_state(model), "config": self.cfg.to_dict(), "epoch": epoch,
             "metrics": _plain(metrics),
-            "decoder": {"score_thresh": self.cfg.decode_score_thresh, "iou_thresh": self.cfg.decode_iou_thresh}})
+            "decoder": self.cfg.decoder()})
 
     @main_only
     def log_epoch(self, row: dict) -> None:

@@ -32,3 +32,13 @@ def test_unknown_key_and_bad_type_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="numbers >= 0"):
         load_config("default", ["loss_weights={loss_classifier: -1}"])
     assert load_config("default", ["loss_weights={loss_box_reg: 2}"]).loss_weights == {"loss_box_reg": 2.0}
+
+
+def test_decoder_settings_round_trip_and_older_files_keep_line_reading_off():
+    cfg = Config(decode_score_thresh=0.9, decode_iou_thresh=0.4, decode_line_thresh=0.6)
+    assert cfg.decoder() == {"score_thresh": 0.9, "iou_thresh": 0.4, "line_thresh": 0.6}
+    assert Config().apply_decoder(cfg.decoder()) == cfg
+    # a checkpoint tuned before line reading stores no line_thresh: plain reading, as it was tuned
+    old = Config().apply_decoder({"score_thresh": 0.7, "iou_thresh": 0.5, "min_size": 64, "accuracy": 0.9})
+    assert (old.decode_score_thresh, old.decode_line_thresh, old.min_size) == (0.7, 0.0, Config().min_size)
+    assert Config().apply_decoder(None) == Config()

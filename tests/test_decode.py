@@ -114,12 +114,14 @@ def test_tune_decoder_matches_decode_number_and_picks_plateau_centre():
         dets[i] = (boxes, rng.integers(1, 11, n), rng.uniform(0, 1, n))
         truth[i] = str(i % 7)
     dets.pop(3)  # an image with no detections at all reads "-1"
-    out = tune_decoder(dets, truth)
-    for t, acc in out["curve"]:
-        expected = np.mean([decode_number(*dets.get(i, (np.zeros((0, 4)), [], [])), score_thresh=t) == v
-                            for i, v in truth.items()])
-        assert acc == pytest.approx(expected)
-    assert out["accuracy"] == max(acc for _, acc in out["curve"])
+    for lines in [(0.0,), (0.0, 0.3, 0.6)]:
+        out = tune_decoder(dets, truth, line_thresholds=lines)
+        for t, acc in out["curve"]:
+            expected = np.mean([decode_number(*dets.get(i, (np.zeros((0, 4)), [], [])), score_thresh=t,
+                                              line_thresh=out["line_thresh"]) == v for i, v in truth.items()])
+            assert acc == pytest.approx(expected)
+        assert out["accuracy"] == max(acc for _, acc in out["curve"]) == max(a for _, _, a in out["line_curve"])
+        assert out["line_thresh"] in lines
 
 
 def test_tune_decoder_tie_break_is_centre_of_widest_plateau():
@@ -128,3 +130,38 @@ def test_tune_decoder_tie_break_is_centre_of_widest_plateau():
     out = tune_decoder(dets, {0: "1"}, thresholds=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
     # Best plateau 0.4..0.9 (6 values): centre, lower middle -> 0.6.
     assert out["accuracy"] == 1.0 and out["score_thresh"] == pytest.approx(0.6)
+
+
+def test_line_reading_adds_a_weak_digit_beside_the_number_and_drops_a_box_off_its_line():
+    number = [(0, 10, 10, 40, 4, 0.97), (12, 10, 22, 40, 7, 0.55), (24, 11, 34, 41, 8, 0.96)]
+    screw = (60, 50, 66, 56, 0, 0.8)       # confident but small and below the number
+    neighbour = (-30, 12, -20, 42, 1, 0.5)  # on the line, but a gap of 2 digit heights away
+    dets = _dets(*number, screw, neighbour)
+    assert decode_number(*dets, score_thresh=0.5) == "14780"  # plain reading keeps them all
+    assert decode_number(*dets, score_thresh=0.9) == "48"
+    assert decode_number(*dets, score_thresh=0.9, line_thresh=0.5) == "478"
+    # off: 0, or a line threshold not below the score threshold
+    assert decode_number(*dets, score_thresh=0.9, line_thresh=0.95) == "48"
+
+
+def test_line_reading_follows_a_sloped_number_and_starts_from_the_best_box():
+    # digits stepping down a slope, each 8 px lower than the last (a quarter of their height)
+    stepped = [(i * 12, 8 * i, i * 12 + 10, 8 * i + 32, d, s) for i, (d, s) in enumerate([(1, 0.7), (2, 0.6), (3, 0.65)])]
+    assert decode_number(*_dets(*stepped), score_thresh=0.9) == "-1"
+    assert decode_number(*_dets(*stepped), score_thresh=0.9, line_thresh=0.5) == "123"
+    # a box twice the height is not the same number
+    big = _dets(stepped[0], (12, 0, 24, 64, 5, 0.6))
+    assert decode_number(*big, score_thresh=0.9, line_thresh=0.5) == "1"
+
+
+def test_tune_decoder_picks_line_reading_only_when_it_reads_more():
+    # image 0: "478" with a weak 7; image 1: "5" with a confident phantom off the line
+    dets = {0: _dets((0, 10, 10, 40, 4, 0.97), (12, 10, 22, 40, 7, 0.55), (24, 11, 34, 41, 8, 0.96)),
+            1: _dets((0, 0, 10, 30, 5, 0.97), (40, 40, 44, 44, 1, 0.8))}
+    truth = {0: "478", 1: "5"}
+    assert tune_decoder(dets, truth, line_thresholds=(0.0,))["accuracy"] == 0.5
+    out = tune_decoder(dets, truth)
+    assert out["accuracy"] == 1.0 and 0 < out["line_thresh"] <= 0.5 < 0.8 < out["score_thresh"]
+    # where plain reading is as good, it stays off
+    easy = {0: _dets((0, 0, 10, 30, 5, 0.97))}
+    assert tune_decoder(easy, {0: "5"})["line_thresh"] == 0.0

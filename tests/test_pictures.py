@@ -102,13 +102,14 @@ def test_visualize_reads_numbers_with_the_threshold_predict_used(tiny_data, tmp_
     dets = group_by_image([{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.3,
                             "category_id": a["category_id"]} for a in gt["annotations"]])
     ids = sorted(dets)
-    cfg = Config(decode_score_thresh=0.25, decode_iou_thresh=0.4)
+    cfg = Config(decode_score_thresh=0.25, decode_iou_thresh=0.4, decode_line_thresh=0.1)
     json_path, csv_path = write_submission(tmp_path / "pred", dets, ids, cfg)
-    assert decoder_of_predictions(json_path) == {"score_thresh": 0.25, "iou_thresh": 0.4}
+    assert decoder_of_predictions(json_path) == {"score_thresh": 0.25, "iou_thresh": 0.4, "line_thresh": 0.1}
     assert decoder_of_predictions(tmp_path / "elsewhere" / "pred.json") is None
     args = ["visualize", "--pred", str(json_path), "--images", str(tiny_data / "test"), "--n", "2"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
-    assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.25  # boxes of score 0.3 are read
+    used = json.loads(capsys.readouterr().out)
+    assert used["decode_thresh"] == 0.25 and used["decode_line"] == 0.1  # boxes of score 0.3 are read
     assert main([*args, "--decode-thresh", "0.5", "--out", str(tmp_path / "b")]) == 0
     assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.5
 

@@ -148,20 +148,22 @@ def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_dat
     assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-decoder", "--tune-scale",
                  "--quiet", "--workers", "0"]) == 0
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tuned_decoder"]
-    sizes = [size for size, _, _ in tuned["scales"]]
+    sizes = [size for size, _, _, _ in tuned["scales"]]
     assert sizes == [round(f * 48) for f in SCALE_FACTORS]  # multiples of the training min_size (TINY: 48)
-    accs = [acc for _, _, acc in tuned["scales"]]
+    accs = [acc for _, _, _, acc in tuned["scales"]]
     best = sizes[accs.index(max(accs))]  # the first (smallest) of the best
     state = load_checkpoint(weights)
     assert state["config"]["min_size"] == 48  # the training scale stays in the config
     assert (state["decoder"]["min_size"], state["decoder"]["max_size"]) == (best, round(best * 128 / 48))
+    line = [ln for size, _, ln, _ in tuned["scales"] if size == best][0]
+    assert state["decoder"]["line_thresh"] == line  # line reading is tuned and stored with the threshold
     # a min_size given as an override is the base the factors multiply, not the stored (tuned) one
     from digitdet.data.coco import load_coco_digits, split_paths
     from digitdet.inference import tune_reading
     images_dir, ann = split_paths(tiny_data, "valid")
     table = tune_reading(weights, images_dir, load_coco_digits(ann, images_dir)[0], torch.device("cpu"), (1.0, 1.5),
                          workers=0, overrides=["min_size=40", "max_size=100"])["table"]
-    assert [size for size, _, _ in table] == [40, 60]
+    assert [size for size, _, _, _ in table] == [40, 60]
     # predict reads at the stored scale; the decoder dict is what changes it
     state["decoder"].update(min_size=72, max_size=192)
     torch.save(state, weights)

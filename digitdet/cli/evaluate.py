@@ -71,6 +71,7 @@ def run(args) -> int:
         metrics.update(accuracy=sequence_accuracy(numbers, truth), errors=number_errors(numbers, truth),
                        numbers_source=str(args.csv))
         metrics.pop("decode_score_thresh", None)
+        metrics.pop("decode_line_thresh", None)
     plots = args.plots or (Path(args.weights).parent / f"eval_{args.split}" if args.weights else None)
     if plots:
         log.info("pictures: %s", ", ".join(map(str, write_evaluation_pictures(plots, dets, gt, images_dir, cfg))))
@@ -101,12 +102,13 @@ def _tune(args, images_dir, gt):
     dets, cfg = best["detections"], best["cfg"]
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": best["images_per_s"],
                **score_detections(dets, gt, cfg)}
-    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "min_size", "max_size", "accuracy")}
+    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "min_size", "max_size", "accuracy")}
     if args.weights:
         state = load_checkpoint(args.weights)
         state["decoder"] = {**tuned, "tuned_on": f"{Path(args.data).name}/{args.split}"}
         save_checkpoint(args.weights, state)
-        log.info("decoder score threshold %.2f, input min_size %d (accuracy %.4f on %s) saved in %s",
-                 best["score_thresh"], best["min_size"], best["accuracy"], args.split, args.weights)
+        log.info("decoder score threshold %.2f, line threshold %.2f, input min_size %d (accuracy %.4f on %s) "
+                 "saved in %s", best["score_thresh"], best["line_thresh"], best["min_size"], best["accuracy"],
+                 args.split, args.weights)
     metrics["tuned_decoder"] = {**tuned, "scales": best["table"]}
     return metrics, dets, cfg

@@ -29,6 +29,8 @@ def add_parser(sub, name):
                         "pred.csv with (its pred_config.json beside pred.json), else 0.5")
     p.add_argument("--decode-iou", type=float,
                    help="duplicate suppression IoU when reading; default: as predict used, else 0.5")
+    p.add_argument("--decode-line", type=float,
+                   help="line reading threshold (0 = off); default: as predict used, else 0")
     p.add_argument("--errors", nargs="*", choices=[k for k in ERROR_KINDS if k != "correct"], metavar="KIND",
                    help="with --gt: draw only numbers read wrong, of these kinds if given (%s)"
                         % ", ".join(k for k in ERROR_KINDS if k != "correct"))
@@ -40,22 +42,23 @@ def run(args) -> int:
     dets = group_by_image(read_pred_json(args.pred))
     gt = load_coco_digits(args.gt, args.images)[0] if args.gt else None
     # the captions read numbers as pred.csv did, unless told otherwise
-    defaults = Config()
-    used = decoder_of_predictions(args.pred) or {"score_thresh": defaults.decode_score_thresh,
-                                                 "iou_thresh": defaults.decode_iou_thresh}
+    used = {**Config().decoder(), **(decoder_of_predictions(args.pred) or {})}
     thresh = args.decode_thresh if args.decode_thresh is not None else used["score_thresh"]
     iou = args.decode_iou if args.decode_iou is not None else used["iou_thresh"]
+    line = args.decode_line if args.decode_line is not None else used["line_thresh"]
     only, errors = None, None
     if args.errors is not None:
         if gt is None:
             raise ValueError("--errors needs --gt (the truth to compare the numbers read with)")
-        wrong = worst_number_errors(dets, gt, thresh, iou, n=len(gt["images"]))
+        wrong = worst_number_errors(dets, gt, thresh, iou, n=len(gt["images"]), line_thresh=line)
         errors = dict(Counter(e["kind"] for e in wrong))
         only = {e["image_id"] for e in wrong if not args.errors or e["kind"] in args.errors}
         if not only:
-            print(json.dumps({"images": 0, "errors": errors, "decode_thresh": thresh, "decode_iou": iou}))
+            print(json.dumps({"images": 0, "errors": errors, "decode_thresh": thresh, "decode_iou": iou,
+                              "decode_line": line}))
             return 0
-    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed, only)
+    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed, only, line)
     print(json.dumps({"grid": str(paths[0]), "images": len(paths) - 1, "out": str(Path(args.out)),
-                      "decode_thresh": thresh, "decode_iou": iou, **({"errors": errors} if errors is not None else {})}))
+                      "decode_thresh": thresh, "decode_iou": iou, "decode_line": line,
+                      **({"errors": errors} if errors is not None else {})}))
     return 0
