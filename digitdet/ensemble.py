@@ -11,8 +11,10 @@ Task 1 (pred.json) takes the fused boxes as they come. Task 2 (the number) needs
 a box that only one weak member found still gets a fused score, and one phantom digit makes
 the whole number wrong. Two ways to read numbers from an ensemble (``number_fusion``):
 
-* ``"vote"`` (default): each member reads its own number with :func:`decode_number`; the
-  weighted plurality wins; ties go to the ``"boxes"`` reading.
+* ``"vote"`` (default): each member reads its own number with :func:`decode_number`, with
+  the decoder its own ``digitdet predict`` used (tuned threshold, line reading: the
+  ``pred_config.json`` beside its pred.json) unless a threshold is given; the weighted
+  plurality wins; ties go to the ``"boxes"`` reading.
 * ``"boxes"``: decode the fused boxes with :func:`decode_number`, but only those that members
   holding more than ``min_agreement`` of the total weight found themselves (same digit,
   IoU >= ``iou`` with the fused box, member score >= the decode threshold). Agreement is
@@ -39,7 +41,8 @@ from ensemble_boxes import nms, non_maximum_weighted, soft_nms, weighted_boxes_f
 from digitdet.boxes import iou_xyxy
 from digitdet.data.images import image_size, list_images
 from digitdet.decode import NO_NUMBER, decode_number, group_by_image
-from digitdet.evaluation import detections_to_results
+from digitdet.evaluation import decode_all, detections_to_results
+from digitdet.inference import decoder_of_predictions
 from digitdet.io import read_pred_json, write_pred_csv, write_pred_json
 
 log = logging.getLogger("digitdet")
@@ -230,12 +233,14 @@ def vote_numbers(member_numbers: list[dict], weights=None, tie_break: dict | Non
 
 def fuse_numbers(members: list[dict], fused: dict, image_ids, weights=None, mode: str = "vote",
                  score_thresh: float = 0.5, iou: float = 0.55, min_agreement: float = 0.5,
-                 decode_iou: float = 0.5) -> dict:
+                 decode_iou: float = 0.5, member_decoders: list[dict | None] | None = None) -> dict:
     """The ensemble's number for every image of ``image_ids`` (Task 2); ``mode`` in :data:`NUMBER_FUSIONS`.
 
     ``members``: the members' ``dets``; ``fused``: their fusion (:func:`fuse_detections`).
     ``"boxes"`` -> :func:`decode_agreed` per image; ``"vote"`` -> :func:`vote_numbers` over each
-    member's :func:`decode_number` reading at ``score_thresh``, ties broken by the "boxes" reading.
+    member's :func:`decode_number` reading, ties broken by the "boxes" reading. Member k reads
+    with ``member_decoders[k]`` (``Config.decoder()`` settings) where given, else plainly at
+    ``score_thresh`` / ``decode_iou``.
     """
     if mode not in NUMBER_FUSIONS:
         raise ValueError(f"unknown number fusion {mode!r}; choose one of {NUMBER_FUSIONS}")
@@ -245,8 +250,11 @@ def fuse_numbers(members: list[dict], fused: dict, image_ids, weights=None, mode
                                score_thresh, iou, min_agreement, decode_iou) for i in image_ids}
     if mode == "boxes":
         return agreed
-    readings = [{i: decode_number(*m.get(i, _empty()), score_thresh=score_thresh, iou_thresh=decode_iou)
-                 for i in image_ids} for m in members]
+    decoders = list(member_decoders or [None] * len(members))
+    if len(decoders) != len(members):
+        raise ValueError(f"{len(decoders)} member decoders for {len(members)} members")
+    plain = {"score_thresh": score_thresh, "iou_thresh": decode_iou}
+    readings = [decode_all(m, image_ids, d or plain) for m, d in zip(members, decoders)]
     return vote_numbers(readings, w, tie_break=agreed)
 
 
@@ -259,13 +267,16 @@ def folder_sizes(images_dir) -> dict[int, tuple[int, int]]:
 
 def ensemble_files(pred_paths: list, images_dir, out_dir, weights=None, method: str = "wbf", iou: float = 0.55,
                    skip_box_thr: float = 0.0, conf_type: str = "avg", number_fusion: str = "vote",
-                   decode_thresh: float = 0.5, min_agreement: float = 0.5, max_dets: int = 100) -> dict:
+                   decode_thresh: float | None = None, min_agreement: float = 0.5, max_dets: int = 100) -> dict:
     """Fuse ``pred.json`` files of one image folder; write ``out_dir/pred.json`` and ``out_dir/pred.csv``.
 
     Boxes are normalised per image by that image's size (from ``images_dir``). pred.json
     keeps every fused box (up to ``max_dets`` per image, highest score first: mAP rewards
     recall); pred.csv has one row per image of the folder, read with ``number_fusion``
-    (see the module docstring). Returns a small summary dict (paths, counts, settings).
+    (see the module docstring). ``decode_thresh`` None: in a vote each member reads as its
+    ``digitdet predict`` did (its pred_config.json; 0.5 for files without one, e.g. from
+    another tool), and fused boxes are read at 0.5; a number: everything is read plainly at
+    it. Returns a small summary dict (paths, counts, settings).
     """
     if len(pred_paths) < 1:
         raise ValueError("ensemble needs at least one prediction file")
@@ -276,10 +287,13 @@ def ensemble_files(pred_paths: list, images_dir, out_dir, weights=None, method: 
                     "found; give --weights (the better member higher) to let it decide")
     sizes = folder_sizes(images_dir)
     fused = fuse_detections(members, sizes, weights, method, iou, skip_box_thr, conf_type)
-    numbers = fuse_numbers(members, fused, sizes, weights, number_fusion, decode_thresh, iou, min_agreement)
+    decoders = [decoder_of_predictions(p) if decode_thresh is None else None for p in pred_paths]
+    numbers = fuse_numbers(members, fused, sizes, weights, number_fusion, 0.5 if decode_thresh is None else decode_thresh,
+                           iou, min_agreement, member_decoders=decoders)
     out_dir = Path(out_dir)
     write_pred_json(out_dir / "pred.json", detections_to_results(fused, 0.0, max_dets))
     write_pred_csv(out_dir / "pred.csv", numbers)
     return {"members": [str(p) for p in pred_paths], "images": len(sizes), "method": method,
             "number_fusion": number_fusion, "weights": check_weights(weights, len(members)).tolist(),
+            "member_decoders": decoders,
             "pred_json": str(out_dir / "pred.json"), "pred_csv": str(out_dir / "pred.csv")}

@@ -97,3 +97,36 @@ def test_cli_ensemble_end_to_end(tiny_data, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "ens" / "pred.json"), "--data", str(tiny_data),
                  "--split", "test"]) == 0
     assert '"map": 1.0' in capsys.readouterr().out
+
+
+def test_vote_reads_each_member_with_its_own_decoder():
+    # a confident "1", a weak "7" beside it, a confident small "4" off the line (a screw, say)
+    dets = _dets((10, 10, 30, 50, 1, 0.95), (35, 10, 55, 50, 7, 0.6), (90, 50, 96, 56, 4, 0.8))
+    members = [{1: dets}]
+    fused = fuse_detections(members, {1: SIZE})
+    assert fuse_numbers(members, fused, [1]) == {1: "174"}  # plainly at 0.5
+    line = {"score_thresh": 0.9, "iou_thresh": 0.5, "line_thresh": 0.5}
+    assert fuse_numbers(members, fused, [1], member_decoders=[line]) == {1: "17"}
+    with pytest.raises(ValueError, match="2 member decoders for 1 members"):
+        fuse_numbers(members, fused, [1], member_decoders=[line, None])
+
+
+def test_cli_ensemble_takes_each_members_decoder_from_its_pred_config(tiny_data, tmp_path, capsys):
+    from digitdet.config import Config
+    from digitdet.io import write_json
+    first = min(int(p.stem) for p in (tiny_data / "test").glob("*.png"))
+    dets = _dets((2, 2, 6, 12, 1, 0.95), (7, 2, 11, 12, 7, 0.6), (20, 14, 21, 15, 4, 0.8))
+    records = detections_to_coco(first, *dets)
+    for m in "ab":
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "pred.json").write_text(json.dumps(records))
+    write_json(tmp_path / "a" / "pred_config.json",
+               Config(decode_score_thresh=0.9, decode_line_thresh=0.5).to_dict())
+    args = [str(tmp_path / "a" / "pred.json"), str(tmp_path / "b" / "pred.json"), "--images", str(tiny_data / "test"),
+            "--weights", "2", "1"]
+    assert main(["ensemble", *args, "--out", str(tmp_path / "e1")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["member_decoders"][0]["line_thresh"] == 0.5 and summary["member_decoders"][1] is None
+    assert read_pred_csv(tmp_path / "e1" / "pred.csv")[first] == "17"  # member a, weight 2, reads on the line
+    assert main(["ensemble", *args, "--decode-thresh", "0.5", "--out", str(tmp_path / "e2")]) == 0
+    assert read_pred_csv(tmp_path / "e2" / "pred.csv")[first] == "174"  # everyone plainly at 0.5
