@@ -114,6 +114,20 @@ def test_visualize_reads_numbers_with_the_threshold_predict_used(tiny_data, tmp_
     assert json.loads(capsys.readouterr().out)["decode_thresh"] == 0.5
 
 
+def test_evaluate_pred_reads_numbers_as_predict_did(tiny_data, tmp_path, capsys):
+    gt = json.loads((tiny_data / "test_gt.json").read_text())
+    dets = group_by_image([{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.3,
+                            "category_id": a["category_id"]} for a in gt["annotations"]])
+    json_path, _ = write_submission(tmp_path / "pred", dets, sorted(dets), Config(decode_score_thresh=0.25))
+    args = ["evaluate", "--pred", str(json_path), "--data", str(tiny_data), "--split", "test"]
+    assert main(args) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["decode_score_thresh"] == 0.25 and m["accuracy"] == 1.0  # the digits of score 0.3 are read
+    assert main([*args, "decode_score_thresh=0.5"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["decode_score_thresh"] == 0.5 and m["accuracy"] == 0.0
+
+
 def test_visualize_errors_draws_only_the_numbers_read_wrong(tiny_data, tmp_path, capsys):
     gt = json.loads((tiny_data / "test_gt.json").read_text())
     first = min(im["id"] for im in gt["images"])

@@ -11,7 +11,8 @@ from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.decode import group_by_image
 from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
-from digitdet.inference import SCALE_FACTORS, folder_loader, load_detector, resolve_device, tune_reading
+from digitdet.inference import (SCALE_FACTORS, decoder_of_predictions, folder_loader, load_detector, resolve_device,
+                                tune_reading)
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
 from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
 from digitdet.report import write_evaluation_pictures
@@ -25,7 +26,9 @@ def add_parser(sub, name):
     p = sub.add_parser(name, help="mAP, AP50, AP75, APs/m/l, number accuracy and error breakdown on a split")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", help="checkpoint (best.pt / last.pt); default: the bundled model")
-    src.add_argument("--pred", help="score this pred.json instead of running a model")
+    src.add_argument("--pred", help="score this pred.json instead of running a model; numbers are read with the "
+                                    "decoder `digitdet predict` used (its pred_config.json beside it), else plainly "
+                                    "at 0.5; key=value overrides either")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="valid", help="valid (default), train, or test when test_gt.json exists")
     p.add_argument("--tune-decoder", action="store_true",
@@ -57,7 +60,8 @@ def run(args) -> int:
     if args.pred:
         if args.tune_decoder:
             raise ValueError("--tune-decoder needs --weights (it stores the threshold in the weights file)")
-        cfg = Config().override(args.overrides)
+        # read the numbers as predict read pred.csv (tuned threshold, line reading), unless overridden
+        cfg = Config().apply_decoder(decoder_of_predictions(args.pred)).override(args.overrides)
         dets = group_by_image(read_pred_json(args.pred))
         metrics = score_detections(dets, gt, cfg)
         metrics["source"] = str(args.pred)
