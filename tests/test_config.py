@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from digitdet.config import Config, load_config
@@ -9,6 +11,15 @@ def test_recipes_load_and_override():
         assert all(r >= 1.0 for r in cfg.aspect_ratios), "ratios are HEIGHT/WIDTH: digits are tall"
     cfg = load_config("default", ["lr=0.005", "anchor_sizes=[[8], [16], [32]]", "amp=false"])
     assert cfg.lr == 0.005 and cfg.anchor_sizes == [[8], [16], [32]] and cfg.amp is False
+
+
+def test_top_level_configs_folder_is_the_packaged_recipes():
+    """The issue and the README name ``configs/default.yaml``: a path from the repository root."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("default", "cpu_fast", "seed_r50v2"):
+        path = root / "configs" / f"{name}.yaml"
+        assert path.is_file(), f"{path} missing (configs/ must point at digitdet/configs/)"
+        assert load_config(str(path)) == load_config(name)
 
 
 def test_round_trip_through_dict():
