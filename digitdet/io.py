@@ -259,6 +259,13 @@ def write_pred_csv(path, labels: dict[int, str]) -> None:
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
+def write_image_ids_csv(path, names: dict[int, str]) -> None:
+    """Write ``image_id,file_name`` rows sorted by id, atomically: which photo each row of a
+    pred.csv is, for a folder whose file names are not their image ids."""
+    lines = ["image_id,file_name"] + [f"{i},{name}" for i, name in sorted(names.items())]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
 def read_pred_csv(path) -> dict[int, str]:
     """Read and validate a ``pred.csv``: header, int ids (no duplicates), digits or ``-1``.
 

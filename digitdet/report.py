@@ -85,8 +85,8 @@ def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None =
                               score_thresh: float = 0.5, decode_iou: float = 0.5, seed: int = 0,
                               only: set[int] | None = None, line_thresh: float = 0.0) -> list[Path]:
     """``out_dir/grid.png`` of ``n`` images (a seeded sample of ``images_dir``, or of its images
-    whose id is in ``only``; all when fewer) and ``out_dir/images/<id>.png`` for each. Images of
-    the folder are named ``<image_id>.png``."""
+    whose id is in ``only``; all when fewer) and ``out_dir/images/<id>.png`` for each. Image ids
+    are ``data.images.list_images``'s (the file stem's integer, as predict numbers them)."""
     items = [it for it in list_images(images_dir) if only is None or it[0] in only]
     if not items:
         raise ValueError(f"{images_dir}: none of its images is among the {len(only or ())} chosen")

@@ -1,4 +1,6 @@
 """The small model shipped with the package: `digitdet predict` without --weights."""
+import shutil
+
 import pytest
 
 from digitdet.cli import main
@@ -20,6 +22,23 @@ def test_predict_without_weights_uses_the_bundled_model(tiny_data, tmp_path):
     assert main(["predict", "--images", str(tiny_data / "test"), "--out", str(tmp_path), "--quiet",
                  "--workers", "0"]) == 0
     assert sorted(read_pred_csv(tmp_path / "pred.csv")) == list(range(1, 7))
+    assert not (tmp_path / "image_ids.csv").exists()  # every file is named by its id
+
+
+def test_predict_reads_photos_with_any_names_and_says_which_row_is_which(tiny_data, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src, name in (("1.png", "front door.png"), ("2.png", "12.png"), ("3.png", "back.png")):
+        shutil.copy(tiny_data / "test" / src, photos / name)
+    assert main(["predict", "--images", str(photos), "--out", str(tmp_path / "out"), "--quiet",
+                 "--workers", "0"]) == 0
+    assert sorted(read_pred_csv(tmp_path / "out" / "pred.csv")) == [12, 13, 14]
+    rows = (tmp_path / "out" / "image_ids.csv").read_text().splitlines()
+    assert rows == ["image_id,file_name", "12,12.png", "13,back.png", "14,front door.png"]
+    # the same folder for photos named by their ids: no stale mapping is left behind
+    assert main(["predict", "--images", str(tiny_data / "test"), "--out", str(tmp_path / "out"), "--quiet",
+                 "--workers", "0"]) == 0
+    assert not (tmp_path / "out" / "image_ids.csv").exists()
 
 
 def test_bundled_model_reads_numbers_drawn_by_other_means(pillow_numbers, tmp_path):

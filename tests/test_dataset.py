@@ -91,8 +91,12 @@ def test_corrupt_image_is_a_clear_error(tmp_path):
 
 def test_test_folder_ids_and_bad_names(tiny_data, tmp_path):
     assert [i for i, _ in list_images(tiny_data / "test")] == list(range(1, 7))
-    (tmp_path / "abc.png").write_bytes(b"")
-    with pytest.raises(ValueError, match="abc.png: file name must be an integer"):
+    for name in ("abc.png", "5.png", "Door.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    # integer stems keep their id; other photos are numbered after the largest, in name order
+    assert [(i, p.name) for i, p in list_images(tmp_path)] == [(5, "5.png"), (6, "Door.jpg"), (7, "abc.png")]
+    (tmp_path / "005.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="5.png: image id 5 also used by 005.png"):
         list_images(tmp_path)
 
 

@@ -7,14 +7,17 @@ import torch
 
 from digitdet import distributed
 from digitdet.cli.common import add_device, setup
+from digitdet.data.images import renamed_images
 from digitdet.inference import load_detector, predict_folder, resolve_device, write_submission
+from digitdet.io import write_image_ids_csv
 from digitdet.tta import predict_folder_tta
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="write OUT/pred.json and OUT/pred.csv for a folder of images")
     p.add_argument("--weights", help="checkpoint; default: the small model bundled with digitdet")
-    p.add_argument("--images", required=True, help="folder of images named <image_id>.png")
+    p.add_argument("--images", required=True,
+                   help="folder of images named <image_id>.png; other names are numbered, see OUT/image_ids.csv")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
@@ -46,7 +49,14 @@ def run(args) -> int:
     if not distributed.is_main():
         return 0  # rank 0 writes the one pred.json and pred.csv
     json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg)
-    print(json.dumps({"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
-                      "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
-                      "pred_csv": str(csv_path)}))
+    summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
+               "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
+               "pred_csv": str(csv_path)}
+    names, ids_csv = renamed_images(args.images), csv_path.with_name("image_ids.csv")
+    if names:  # photos not named <image_id>.png: say which row is which photo
+        write_image_ids_csv(ids_csv, names)
+        summary["image_ids_csv"] = str(ids_csv)
+    else:
+        ids_csv.unlink(missing_ok=True)  # an earlier run's, for other photos
+    print(json.dumps(summary))
     return 0

@@ -19,30 +19,6 @@ from digitdet.data.images import IMAGE_SUFFIXES
 from digitdet.labels import coco_categories
 
 
-def image_ids(filenames: list[str]) -> dict[str, int]:
-    """Map file names to COCO image ids.
-
-    A file whose stem is an integer (SVHN's ``17.png``) keeps that integer as its id, the
-    dataset's own numbering (and the test set's rule); other names get ids after the
-    largest integer stem, in sorted order, so ids never collide.
-    """
-    ids: dict[str, int] = {}
-    others = []
-    for name in filenames:
-        stem = Path(name).stem
-        if stem.isdigit():
-            ids[name] = int(stem)
-        else:
-            others.append(name)
-    if len(set(ids.values())) != len(ids):
-        # "007.png" and "7.png" would share id 7: number everything instead.
-        ids, others = {}, list(filenames)
-    next_id = max(ids.values(), default=0) + 1
-    for offset, name in enumerate(sorted(others)):
-        ids[name] = next_id + offset
-    return ids
-
-
 def image_files(images_dir) -> list[Path]:
     """Image files directly in ``images_dir``, sorted by name, whatever their stems
     (``data.images.list_images`` insists on integer stems; converters must not)."""

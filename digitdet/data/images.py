@@ -54,27 +54,59 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 
+def image_ids(filenames: list[str], strict: bool = False) -> dict[str, int]:
+    """Map file names (or paths) to image ids, one per name.
+
+    A file whose stem is an integer (SVHN's ``17.png``) keeps that integer as its id, the
+    dataset's own numbering and the test set's rule; other names get ids after the largest
+    integer stem, in sorted order, so ids never collide. When two integer stems share an id
+    ("007.png" and "7.png"), ``strict`` raises ValueError naming both; otherwise every file
+    is numbered in sorted order instead (converters must not fail on such a folder).
+    """
+    ids: dict[str, int] = {}
+    owner: dict[int, str] = {}  # id -> the first name that claimed it
+    others = []
+    for name in filenames:
+        stem = Path(name).stem
+        if not stem.isdigit():
+            others.append(name)
+            continue
+        image_id = int(stem)
+        if image_id in owner and strict:
+            raise ValueError(f"{name}: image id {image_id} also used by {Path(owner[image_id]).name}")
+        owner.setdefault(image_id, name)
+        ids[name] = image_id
+    if len(owner) != len(ids):
+        ids, others = {}, list(filenames)
+    next_id = max(ids.values(), default=0) + 1
+    for offset, name in enumerate(sorted(others)):
+        ids[name] = next_id + offset
+    return ids
+
+
 def list_images(folder: str | Path) -> list[tuple[int, Path]]:
     """Images of an unannotated folder as (image_id, path), sorted by id.
 
     The image id is the integer of the file stem (``17.png`` -> 17), as the assignment's
-    test set defines it; a non-numeric stem or two files with one id is a ValueError.
+    test set defines it; files with other names (``house.jpg``) are numbered after the
+    largest such id in name order (:func:`image_ids`), so any folder of photos can be read.
+    Two files with one id ("7.png", "7.jpg") are a ValueError.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder of images")
-    out: dict[int, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        try:
-            image_id = int(p.stem)
-        except ValueError:
-            raise ValueError(f"{p}: file name must be an integer image id (like 17.png), "
-                             f"got stem {p.stem!r}") from None
-        if image_id in out:
-            raise ValueError(f"{p}: image id {image_id} also used by {out[image_id].name}")
-        out[image_id] = p
-    if not out:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-    return sorted(out.items())
+    ids = image_ids([str(p) for p in paths], strict=True)
+    return sorted((ids[str(p)], p) for p in paths)
+
+
+def renamed_images(folder: str | Path) -> dict[int, str]:
+    """``{image_id: file name}`` for a folder whose names are not all ``<image_id>.<ext>``
+    (see :func:`list_images`), so a pred.csv of such a folder can be traced back to its
+    photos; ``{}`` when every name is its id."""
+    items = list_images(folder)
+    if all(p.stem == str(i) for i, p in items):
+        return {}
+    return {i: p.name for i, p in items}

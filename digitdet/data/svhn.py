@@ -32,8 +32,8 @@ import h5py
 import numpy as np
 
 from digitdet.boxes import clip_xyxy, xywh_to_xyxy, xyxy_to_xywh
-from digitdet.data.cocobuild import annotation, coco_dict, image_ids
-from digitdet.data.images import image_size
+from digitdet.data.cocobuild import annotation, coco_dict
+from digitdet.data.images import image_ids, image_size
 from digitdet.labels import digit_to_category, svhn_label_to_digit
 
 BOX_FIELDS = ("left", "top", "width", "height", "label")
@@ -162,7 +162,7 @@ def svhn_to_coco(mat_path, images_dir, progress=None) -> tuple[dict, dict]:
     ``images_dir`` (the shared sample lists 40 entries for 3 images); (3) read each image's
     size with Pillow; (4) clip boxes to the image (real SVHN boxes stick out by a few px)
     and drop boxes with nothing left; (5) map label -> digit -> category_id via labels.py.
-    Image ids are the integer file stems when possible (see ``cocobuild.image_ids``).
+    Image ids are the integer file stems when possible (see ``data.images.image_ids``).
     ``progress`` is passed to :func:`read_digitstruct`.
 
     Returns ``(coco, report)``: ``coco`` as described in ``data/cocobuild.py`` (bbox xywh in

@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 
 from digitdet.data.coco import load_coco_digits
-from digitdet.data.cocobuild import annotation, coco_dict, image_files, image_ids
-from digitdet.data.images import image_size
+from digitdet.data.cocobuild import annotation, coco_dict, image_files
+from digitdet.data.images import image_ids, image_size
 from digitdet.labels import NUM_DIGITS, category_to_digit, digit_to_category
 
 CLASS_NAMES = [str(d) for d in range(NUM_DIGITS)]
@@ -100,7 +100,7 @@ def yolo_to_coco(labels_dir, images_dir) -> dict:
     Every image in ``images_dir`` becomes a COCO image (size read with Pillow); its boxes
     come from ``labels_dir/<stem>.txt`` (no file = no digits, the YOLO convention). Boxes
     are converted to COCO xywh in pixels of that image; class 0..9 -> category_id through
-    ``labels.py``. Image ids: integer stems kept (``cocobuild.image_ids``).
+    ``labels.py``. Image ids: integer stems kept (``data.images.image_ids``).
 
     Raises ValueError naming the file and line for a malformed line, a class outside
     0..9 or a value outside [0, 1]; and when no label file matches any image (wrong
