@@ -20,7 +20,8 @@ def add_parser(sub, name):
                        description="Draw the boxes read (score >= --decode-thresh), their digits and scores, "
                                    "and the number read on each image; the truth beside it in green with --gt.")
     p.add_argument("--pred", required=True, help="pred.json (COCO results)")
-    p.add_argument("--images", required=True, help="folder of images named <image_id>.png (other names: numbered as predict numbers them)")
+    p.add_argument("--images", required=True,
+                   help="folder of images named <image_id>.png (other names: numbered as predict numbers them)")
     p.add_argument("--gt", help="COCO annotation file of these images (drawn beside the predictions)")
     p.add_argument("--n", type=int, default=36, help="number of images drawn (a seeded sample; default 36)")
     p.add_argument("--seed", type=int, default=0, help="which sample of images")
