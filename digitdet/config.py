@@ -70,6 +70,10 @@ class Config:
     rpn_batch_size_per_image: int = 128
     box_batch_size_per_image: int = 64  # sampled RoIs per image in training (torchvision: 512)
     box_positive_fraction: float = 0.25
+    # A sampled RoI is a digit when its IoU with one is >= box_fg_iou_thresh, background when
+    # < box_bg_iou_thresh (torchvision: 0.5 / 0.5; in between: not sampled).
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
     box_score_thresh: float = 0.01  # keep low scores: COCO mAP rewards recall
     box_nms_thresh: float = 0.5  # per-class NMS inside the model
     box_detections_per_img: int = 30

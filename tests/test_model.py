@@ -47,6 +47,11 @@ def test_anchor_levels_must_match_feature_maps():
         build_model(Config(**TINY, anchor_sizes=[[16], [32]]))
 
 
+def test_roi_iou_thresholds_reach_the_sampler():
+    heads = build_model(Config(**TINY, box_fg_iou_thresh=0.6, box_bg_iou_thresh=0.4)).roi_heads
+    assert (heads.proposal_matcher.high_threshold, heads.proposal_matcher.low_threshold) == (0.6, 0.4)
+
+
 def test_anchor_ratio_is_height_over_width():
     from digitdet.models.faster_rcnn import anchor_generator
     gen = anchor_generator(Config(anchor_sizes=[[32], [64], [128]], aspect_ratios=[4.0]), 3)

@@ -36,6 +36,7 @@ def _model_kwargs(cfg) -> dict:
         rpn_nms_thresh=cfg.rpn_nms_thresh, rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh,
         rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh, rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
         box_batch_size_per_image=cfg.box_batch_size_per_image, box_positive_fraction=cfg.box_positive_fraction,
+        box_fg_iou_thresh=cfg.box_fg_iou_thresh, box_bg_iou_thresh=cfg.box_bg_iou_thresh,
         box_score_thresh=cfg.box_score_thresh, box_nms_thresh=cfg.box_nms_thresh,
         box_detections_per_img=cfg.box_detections_per_img,
     )
