@@ -19,6 +19,8 @@ Readers validate and raise ``ValueError`` naming the file and the offending reco
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import numbers
@@ -262,8 +264,11 @@ def write_pred_csv(path, labels: dict[int, str]) -> None:
 def write_image_ids_csv(path, names: dict[int, str]) -> None:
     """Write ``image_id,file_name`` rows sorted by id, atomically: which photo each row of a
     pred.csv is, for a folder whose file names are not their image ids."""
-    lines = ["image_id,file_name"] + [f"{i},{name}" for i, name in sorted(names.items())]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    buf = io.StringIO()
+    rows = csv.writer(buf, lineterminator="\n")  # quotes a name with a comma in it
+    rows.writerow(["image_id", "file_name"])
+    rows.writerows(sorted(names.items()))
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def read_pred_csv(path) -> dict[int, str]:

@@ -28,13 +28,13 @@ def test_predict_without_weights_uses_the_bundled_model(tiny_data, tmp_path):
 def test_predict_reads_photos_with_any_names_and_says_which_row_is_which(tiny_data, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
-    for src, name in (("1.png", "front door.png"), ("2.png", "12.png"), ("3.png", "back.png")):
+    for src, name in (("1.png", "front door, left.png"), ("2.png", "12.png"), ("3.png", "back.png")):
         shutil.copy(tiny_data / "test" / src, photos / name)
     assert main(["predict", "--images", str(photos), "--out", str(tmp_path / "out"), "--quiet",
                  "--workers", "0"]) == 0
     assert sorted(read_pred_csv(tmp_path / "out" / "pred.csv")) == [12, 13, 14]
     rows = (tmp_path / "out" / "image_ids.csv").read_text().splitlines()
-    assert rows == ["image_id,file_name", "12,12.png", "13,back.png", "14,front door.png"]
+    assert rows == ["image_id,file_name", "12,12.png", "13,back.png", '14,"front door, left.png"']
     # the same folder for photos named by their ids: no stale mapping is left behind
     assert main(["predict", "--images", str(tiny_data / "test"), "--out", str(tmp_path / "out"), "--quiet",
                  "--workers", "0"]) == 0

@@ -20,8 +20,7 @@ from digitdet.labels import coco_categories
 
 
 def image_files(images_dir) -> list[Path]:
-    """Image files directly in ``images_dir``, sorted by name, whatever their stems
-    (``data.images.list_images`` insists on integer stems; converters must not)."""
+    """Image files directly in ``images_dir``, sorted by name, whatever their stems."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise NotADirectoryError(f"{images_dir}: image folder not found")
