@@ -93,14 +93,27 @@ def _background(size, boxes: list, rng) -> np.ndarray:
     return window
 
 
-def build_classifier(backbone: str, norm: str) -> nn.Module:
+def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
     """The detector backbone's torchvision classifier with 11 outputs (background + 10 digits).
 
     Its parameter names are the ones ``build_model`` loads into ``backbone.body`` (the
-    classification layer is left out there).
+    classification layer is left out there). ``stages`` < 4 (ResNets) keeps only the residual
+    stages the detector uses (``max(returned_layers)``) and classifies from the last one's
+    pooled features: the features the detector reads are then the ones that learnt digits,
+    and the stages it throws away cost nothing.
     """
     if backbone in RESNETS:
-        return RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
+        model = RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
+        if not 1 <= stages <= 4:
+            raise ValueError(f"stages={stages}: a ResNet has residual stages 1..4")
+        if stages < 4:
+            for i in range(stages + 1, 5):
+                setattr(model, f"layer{i}", nn.Identity())
+            model.fc = nn.Identity()
+            with torch.no_grad():
+                width = model.eval()(torch.zeros(1, 3, CROP, CROP)).shape[1]
+            model.fc = nn.Linear(width, 11)
+        return model
     if backbone in MOBILENETS:
         return MOBILENETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
     raise ValueError(f"backbone {backbone!r} cannot be pre-trained here; choose one of {sorted(RESNETS) + sorted(MOBILENETS)}")
@@ -108,7 +121,8 @@ def build_classifier(backbone: str, norm: str) -> nn.Module:
 
 def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm: str = "bn", epochs: int = 4,
                       batch_size: int = 128, lr: float = 3e-3, workers: int = 2, seed: int = 0,
-                      max_images: int = 0, progress: bool = True, device: str | torch.device = "cpu") -> dict:
+                      max_images: int = 0, progress: bool = True, device: str | torch.device = "cpu",
+                      stages: int = 4) -> dict:
     """Train the classifier on train-split crops (on ``device``), report valid-split crop accuracy,
     save weights (on CPU, loadable anywhere).
 
@@ -121,7 +135,7 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
     train = DigitCrops(load_coco_digits(train_ann, train_dir)[0], train_dir, seed, max_images=max_images)
     valid = DigitCrops(load_coco_digits(valid_ann, valid_dir)[0], valid_dir, seed + 1)
     device = torch.device(device)
-    model = build_classifier(backbone, norm).to(device)
+    model = build_classifier(backbone, norm, stages).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -141,7 +155,7 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
             loss_avg = 0.9 * loss_avg + 0.1 * loss.item() if loss_avg else loss.item()
         acc = crop_accuracy(model, valid, batch_size, workers)
         log.info("pretrain epoch %d: loss %.4f, valid crop accuracy %.4f", epoch + 1, loss_avg, acc)
-    meta = {"backbone": backbone, "norm": norm, "valid_accuracy": acc, "epochs": epochs}
+    meta = {"backbone": backbone, "norm": norm, "valid_accuracy": acc, "epochs": epochs, "stages": stages}
     save_checkpoint(out_path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": meta})
     return {"train_loss": loss_avg, "valid_accuracy": acc, "seconds": time.perf_counter() - t0}
 

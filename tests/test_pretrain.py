@@ -1,4 +1,5 @@
 """Backbone pre-training on digit crops, and its use by fit()."""
+import pytest
 import torch
 
 from digitdet.config import Config
@@ -28,6 +29,19 @@ def test_pretrained_classifier_initialises_the_detector(tiny_data, tmp_path):
     model = build_model(Config(pretrained=str(out), returned_layers=[2, 3], anchor_sizes=[[16], [32]]))
     assert torch.equal(model.backbone.body.layer2[0].conv1.weight, state["layer2.0.conv1.weight"])
     assert set(build_classifier("mobilenet_v3_fpn", "bn").state_dict())  # mobilenet classifier builds too
+
+
+def test_classifier_of_the_first_stages_only_initialises_the_detector(tiny_data, tmp_path):
+    short = build_classifier("resnet18_fpn", "bn", stages=2)
+    assert not any(k.startswith(("layer3.", "layer4.")) for k in short.state_dict())
+    assert short(torch.zeros(2, 3, 64, 64)).shape == (2, 11)  # classifies from stage 2's 128 channels
+    out = tmp_path / "bb2.pt"
+    pretrain_backbone(tiny_data, out, epochs=1, batch_size=16, workers=0, progress=False, stages=2)
+    state = load_checkpoint(out)["model"]
+    model = build_model(Config(pretrained=str(out)))  # the default detector: stages 1-2
+    assert torch.equal(model.backbone.body.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
+    with pytest.raises(ValueError, match="stages=5"):
+        build_classifier("resnet18_fpn", "bn", stages=5)
 
 
 def test_fit_pretrains_once_and_records_the_file(tiny_data, tmp_path):
