@@ -97,10 +97,10 @@ def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
     """The detector backbone's torchvision classifier with 11 outputs (background + 10 digits).
 
     Its parameter names are the ones ``build_model`` loads into ``backbone.body`` (the
-    classification layer is left out there). ``stages`` < 4 (ResNets) keeps only the residual
-    stages the detector uses (``max(returned_layers)``) and classifies from the last one's
-    pooled features: the features the detector reads are then the ones that learnt digits,
-    and the stages it throws away cost nothing.
+    classification layer is left out there). ``stages`` < 4 (ResNets only) keeps only the
+    first residual stages (for the default detector, ``max(returned_layers)`` = 2) and
+    classifies from the last one's pooled features: about half the time, but a weaker start
+    for the detector than the whole classifier gives (README, "Backbone pre-training").
     """
     if backbone in RESNETS:
         model = RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
@@ -115,6 +115,9 @@ def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
             model.fc = nn.Linear(width, 11)
         return model
     if backbone in MOBILENETS:
+        if stages != 4:
+            raise ValueError(f"stages={stages}: only ResNet classifiers can be cut after a stage; "
+                             f"{backbone} pre-trains whole (stages=4)")
         return MOBILENETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
     raise ValueError(f"backbone {backbone!r} cannot be pre-trained here; choose one of {sorted(RESNETS) + sorted(MOBILENETS)}")
 

@@ -42,6 +42,8 @@ def test_classifier_of_the_first_stages_only_initialises_the_detector(tiny_data,
     assert torch.equal(model.backbone.body.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
     with pytest.raises(ValueError, match="stages=5"):
         build_classifier("resnet18_fpn", "bn", stages=5)
+    with pytest.raises(ValueError, match="only ResNet"):
+        build_classifier("mobilenet_v3_fpn", "bn", stages=2)
 
 
 def test_fit_pretrains_once_and_records_the_file(tiny_data, tmp_path):
