@@ -103,16 +103,14 @@ def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
     for the detector than the whole classifier gives (README, "Backbone pre-training").
     """
     if backbone in RESNETS:
-        model = RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
         if not 1 <= stages <= 4:
             raise ValueError(f"stages={stages}: a ResNet has residual stages 1..4")
+        model = RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
         if stages < 4:
             for i in range(stages + 1, 5):
                 setattr(model, f"layer{i}", nn.Identity())
-            model.fc = nn.Identity()
-            with torch.no_grad():
-                width = model.eval()(torch.zeros(1, 3, CROP, CROP)).shape[1]
-            model.fc = nn.Linear(width, 11)
+            # each ResNet stage doubles the channels: stage k ends with fc's width / 2**(4 - k)
+            model.fc = nn.Linear(model.fc.in_features >> (4 - stages), 11)
         return model
     if backbone in MOBILENETS:
         if stages != 4:
