@@ -209,6 +209,31 @@ def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
         assert fragment[0] < work[0] < fragment[2] - 1.0  # the neighbour's digit is cut by its edge
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_neighbours_fragment_shows_at_most_three_tenths_of_its_digit(side):
+    # unlabelled, so it must not be readable: showing 0.38-0.45 of a digit, it was read as that
+    # digit by eye (bench/reading_audit_seed5_valid.json)
+    from digitdet.data import synth_geometry as geo
+    from digitdet.data.synth_scene import layout_number
+    from digitdet.data.synth_style import sample_style
+    from digitdet.data.synthetic import _plan
+
+    rng = np.random.default_rng(7)
+    shown = []
+    for _ in range(16):
+        style = sample_style(rng)
+        style.distractors.update(fragment=side, letter="", cut="")
+        glyphs, H = layout_number(rng, style)
+        fragment = glyphs[0] if side == "left" else glyphs[-1]
+        assert fragment.role == f"fragment-{side}" and fragment.digit is None
+        T, work, _, _ = _plan(rng, style, glyphs, H)
+        x1, _, x2, _ = geo.bounds(geo.apply(T, fragment.rim_points()))
+        share = (min(x2, work[0]) - max(x1, 0.0)) / (x2 - x1)
+        assert share <= 0.3 + 1.5 / (x2 - x1), share  # + the crop's rounding to whole pixels
+        shown.append(share)
+    assert np.mean(shown) > 0.1  # still a visible sliver, not cropped away
+
+
 def test_png_writer_round_trips_through_pillow(tmp_path, samples):
     from PIL import Image
 
