@@ -228,6 +228,27 @@ def test_letter_class_is_learnt_but_never_returned():
     assert {L.LETTER, L.digit_to_category(0), L.digit_to_category(5)} <= set(labels[0].tolist())
 
 
+def test_a_letter_removes_the_thin_digit_found_on_its_side_but_not_a_better_one():
+    # "62D" was read 621: the D's straight side found as a 1, a thin box inside the letter's
+    # (IoU 0.3, so an IoU rule kept it). A digit mostly outside the letter stays, and so does a
+    # digit inside it that scores higher than the letter.
+    from digitdet import labels as L
+    model = build_model(Config(**TINY, letter_class=True, box_score_thresh=0.05)).eval()
+    heads = model.roi_heads
+    letter, side, beside = [40.0, 5.0, 60.0, 35.0], [40.0, 6.0, 46.0, 34.0], [55.0, 5.0, 75.0, 35.0]
+    proposals = [torch.tensor([letter, side, beside])]
+    deltas = torch.zeros(3, 4 * (L.NUM_CLASSES + 1))
+
+    def labels_after(side_logit):
+        logits = torch.full((3, L.NUM_CLASSES + 1), -10.0)
+        logits[0, L.LETTER], logits[1, L.digit_to_category(1)] = 3.0, side_logit
+        logits[2, L.digit_to_category(7)] = 1.0  # a lower score, but only a quarter inside
+        return heads.postprocess_detections(logits, deltas, proposals, [(40, 80)])[2][0].tolist()
+
+    assert labels_after(2.0) == [L.digit_to_category(7)]
+    assert sorted(labels_after(4.0)) == [L.digit_to_category(1), L.digit_to_category(7)]
+
+
 def test_box_refine_regresses_each_returned_box_again_by_its_own_class():
     torch.manual_seed(0)
     model = build_model(Config(**TINY, box_score_thresh=0.0)).eval()
