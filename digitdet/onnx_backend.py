@@ -36,7 +36,7 @@ FORMAT_VERSION = "1"
 DEFAULT_OPSET = 17
 # Config keys read after the model has run (pred.json / pred.csv writing): free to override.
 POST_MODEL_KEYS = ("pred_score_thresh", "pred_max_per_image", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh",
-                   "eval_batch_size", "workers", "zoom_read", "zoom_score", "zoom_below", "zoom_margin")
+                   "eval_batch_size", "workers", "zoom_read", "zoom_score", "zoom_below", "zoom_margin", "zoom_empty_scale")
 
 
 def export_onnx(model: torch.nn.Module, cfg: Config, decoder: dict, out_path, opset: int = DEFAULT_OPSET) -> Path:

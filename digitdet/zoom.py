@@ -13,6 +13,10 @@ photo's short side were read 35% of the time, against 95% at 30-45% (README, "Zo
    input scale, so the digits come out at about 1 / (1 + 2 x margin) of its height.
 4. Pass 2's detections, moved back to pixels of the photo, replace pass 1's for that photo.
    Photos with no such digits keep pass 1's detections (and cost one pass).
+5. Second look: a photo where pass 1 finds no digit scoring >= ``zoom_score`` at all is read
+   again whole at ``zoom_empty_scale`` x the input scale (:func:`enlarged_detector`; numbers
+   too small to be found at the input scale), and the look with the more confident best
+   digit is kept. Torch models only: an exported ONNX graph has its input scale frozen.
 
 Output contract is that of :func:`digitdet.engine.predict_batches`'s ``detect``: per image
 ``(boxes xyxy (N, 4) in pixels of the original image, labels int64 (N,) 1..10, scores (N,))``.
@@ -23,7 +27,8 @@ import math
 
 import numpy as np
 
-from digitdet.engine import plain_detector
+from digitdet.distributed import unwrap
+from digitdet.engine import model_detections, plain_detector
 
 
 def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3, below: float = 0.45,
@@ -47,23 +52,29 @@ def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3,
     return x1, y1, x2, y2
 
 
-def _check(below: float, margin: float) -> None:
+def _check(below: float, margin: float, empty_scale: float = 0.0) -> None:
+    if not (empty_scale == 0 or empty_scale > 1):
+        raise ValueError(f"zoom_empty_scale must be 0 (off) or more than 1 (times the input scale), got {empty_scale}")
     if not below > 0:
         raise ValueError(f"zoom_below must be > 0 (a fraction of the photo's short side), got {below}")
     if not margin >= 0:
         raise ValueError(f"zoom_margin must be >= 0 (digit heights around the digits), got {margin}")
 
 
-def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75):
+def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75, empty_detect=None):
     """Wrap ``detect(images) -> [(boxes, labels, scores), ...]`` (images: (3, H, W) tensors) so
-    that photos with small digits are read again on a crop around them (module docstring).
-    Bad settings raise ValueError here, before any photo is read."""
+    that photos with small digits are read again on a crop around them, and photos with no
+    digit scoring ``>= score`` again by ``empty_detect`` when given (module docstring). Bad
+    settings raise ValueError here, before any photo is read."""
     _check(below, margin)
 
     def zoomed(images: list) -> list[tuple]:
         first = list(detect(images))
-        crops, where = [], []
+        crops, where, empty = [], [], []
         for k, (im, (boxes, _, scores)) in enumerate(zip(images, first)):
+            if empty_detect is not None and not (np.asarray(scores) >= score).any():
+                empty.append(k)
+                continue
             region = zoom_region(boxes, scores, im.shape[-2], im.shape[-1], score, below, margin)
             if region is not None:
                 x1, y1, x2, y2 = region
@@ -72,14 +83,43 @@ def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float
         if crops:
             for (k, offset), (boxes, labels, scores) in zip(where, detect(crops)):
                 first[k] = ((boxes + offset).astype(np.float32), labels, scores)
+        if empty:
+            for k, again in zip(empty, empty_detect([images[k] for k in empty])):
+                if _best(again[2]) > _best(first[k][2]):
+                    first[k] = again
         return first
     return zoomed
 
 
+def _best(scores) -> float:
+    return float(np.max(scores)) if len(scores) else -1.0
+
+
+def enlarged_detector(model, device, factor: float):
+    """``detect(images)`` that reads each photo with the model's input scale (``min_size`` and
+    ``max_size`` of its transform) multiplied by ``factor``; boxes in pixels of the photo."""
+    transform = unwrap(model).transform
+
+    def detect(images: list) -> list[tuple]:
+        base = transform.min_size, transform.max_size
+        transform.min_size, transform.max_size = (base[0][-1] * factor,), base[1] * factor
+        try:
+            return model_detections(model, images, device)
+        finally:
+            transform.min_size, transform.max_size = base
+    return detect
+
+
 def reading_detector(model, cfg, device, detect=None):
     """The ``detect`` that reads photos as ``cfg`` says: ``detect`` (default: one plain model
-    call per batch), wrapped in :func:`zoom_detector` when ``cfg.zoom_read`` is on."""
+    call per batch), wrapped in :func:`zoom_detector` when ``cfg.zoom_read`` is on, with the
+    second look at ``cfg.zoom_empty_scale`` when ``model`` is a torch detector (it has a
+    ``transform``; an ONNX graph's scale is frozen)."""
+    _check(cfg.zoom_below, cfg.zoom_margin, cfg.zoom_empty_scale)
     detect = detect or plain_detector(model, device)
     if not cfg.zoom_read:
         return detect
-    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin)
+    empty = None
+    if cfg.zoom_empty_scale and model is not None and hasattr(unwrap(model), "transform"):
+        empty = enlarged_detector(model, device, cfg.zoom_empty_scale)
+    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin, empty)

@@ -73,3 +73,70 @@ def test_reading_detector_follows_the_config():
     zoomed = reading_detector(None, load_config("default"), torch.device("cpu"), base)
     zoomed([torch.zeros(3, 120, 200)])
     assert len(calls) == 2
+
+
+def empty_then_found(calls, second_score):
+    """Pass 1 finds only a 0.1 digit; the second look finds a 4 scoring ``second_score``."""
+    def first(images):
+        calls.append(("first", len(images)))
+        return [(np.array([[5, 5, 9, 15]], np.float32), np.array([2]), np.array([0.1], np.float32)) for _ in images]
+
+    def again(images):
+        calls.append(("again", len(images)))
+        return [(np.array([[20, 4, 26, 16]], np.float32), np.array([5]), np.array([second_score], np.float32))
+                for _ in images]
+    return first, again
+
+
+def test_a_photo_where_nothing_is_found_gets_a_second_look_and_the_more_confident_one_is_kept():
+    calls = []
+    first, again = empty_then_found(calls, 0.8)
+    detect = zoom_detector(first, score=0.3, empty_detect=again)
+    (boxes, labels, scores), = detect([torch.zeros(3, 40, 100)])
+    assert calls == [("first", 1), ("again", 1)]
+    assert labels.tolist() == [5] and boxes.tolist() == [[20, 4, 26, 16]]
+    calls.clear()
+    first, again = empty_then_found(calls, 0.05)
+    (_, labels, _), = zoom_detector(first, score=0.3, empty_detect=again)([torch.zeros(3, 40, 100)])
+    assert labels.tolist() == [2]  # the second look was less sure than pass 1: pass 1 stays
+    # a photo where pass 1 found a digit is not looked at again
+    calls.clear()
+    base = fake_detect(calls)
+    zoom_detector(base, score=0.3, empty_detect=lambda images: pytest.fail("second look"))([torch.zeros(3, 20, 100)])
+
+
+def test_the_second_look_reads_the_whole_photo_at_the_enlarged_scale_and_restores_it():
+    from digitdet.config import Config
+    from digitdet.models.faster_rcnn import build_model
+    from digitdet.zoom import enlarged_detector
+
+    model = build_model(Config(fpn_channels=32, representation_size=64, min_size=48, max_size=128)).eval()
+    seen = []
+    model.transform.register_forward_hook(lambda m, args, out: seen.append(tuple(out[0].image_sizes[0])))
+    photo = torch.rand(3, 30, 60, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        enlarged_detector(model, torch.device("cpu"), 2.0)([photo])
+        reading_detector(model, load_config("default", ["zoom_read=false"]), torch.device("cpu"))([photo])
+    assert seen == [(96, 192), (48, 96)]  # 2 x 48 px while it reads, 48 px after
+    assert model.transform.min_size == (48,) and model.transform.max_size == 128
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, -2])
+def test_a_second_look_that_would_not_enlarge_is_refused(scale):
+    with pytest.raises(ValueError, match="zoom_empty_scale"):
+        reading_detector(None, load_config("default", [f"zoom_empty_scale={scale}"]), torch.device("cpu"))
+
+
+def test_the_second_look_is_skipped_for_a_detector_without_a_transform():
+    # an ONNX graph (OnnxDetector) has its input scale frozen: zoom-in reading only
+    calls = []
+
+    class Frozen:
+        def __call__(self, images):
+            calls.append(len(images))
+            return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                     "scores": torch.zeros(0)} for _ in images]
+
+    detect = reading_detector(Frozen(), load_config("default"), torch.device("cpu"))
+    detect([torch.zeros(3, 40, 100)])
+    assert calls == [1]
