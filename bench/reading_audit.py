@@ -11,6 +11,13 @@ eye (``"unreadable"``) and of those whose label a reader would dispute (``"dispu
 digit cut at the edge that the label leaves out, a letter drawn like a digit), each a list of
 ids or a dict of reason -> ids.
 
+``--right N`` also writes AUDIT/right_NN.png: N random pictures the model read right (seed 0),
+captioned with their id only, so a person reads them blind and then compares with the truth:
+the numbers a person misreads among those are unreadable ones the model read anyway, which
+the tally below cannot see.
+
+A verdicts file may say what came of that (``"blind_right": {"n": N, "misread": {id: note}}``).
+
 The second form tallies the verdicts against the same predictions: the model's errors split
 into unreadable, disputable and readable, and the **reading ceiling** of the split, the share
 of its numbers left once those a reader cannot read or would read otherwise are taken out. It
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 from PIL import Image
@@ -64,6 +72,24 @@ def write_sheets(wrong, images_dir: Path, out: Path) -> list[Path]:
     return files
 
 
+def write_blind_sheets(truth: dict, wrong, images_dir: Path, out: Path, n: int) -> list[Path]:
+    """Sheets of ``n`` random pictures read right (seed 0), captioned with their id only."""
+    wrong_ids = {i for i, _, _ in wrong}
+    right = sorted(i for i in truth if i not in wrong_ids)
+    sample = sorted(random.Random(0).sample(right, min(n, len(right))))
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for s in range(0, len(sample), PER_SHEET):
+        cells = []
+        for i in sample[s:s + PER_SHEET]:
+            with Image.open(images_dir / f"{i}.png") as im:
+                cells.append(draw_boxes(im, [], [], number_text=f"id {i}", min_side=144))
+        path = out / f"right_{s // PER_SHEET:02d}.png"
+        save_png_atomic(image_grid(cells, COLS, CELL), path)
+        files.append(path)
+    return files
+
+
 def _ids(entry) -> dict[str, list[int]]:
     """A verdict entry (list of ids, or reason -> ids) as reason -> ids."""
     return {"": [int(i) for i in entry]} if isinstance(entry, list) else {k: [int(i) for i in v] for k, v in entry.items()}
@@ -96,6 +122,8 @@ def main() -> None:
     p.add_argument("--pred", required=True, help="the model's pred.csv on that split")
     p.add_argument("--out", help="folder for the sheets of wrong pictures")
     p.add_argument("--verdicts", help="JSON of by-eye verdicts to tally")
+    p.add_argument("--right", type=int, default=0, metavar="N",
+                   help="with --out: also N random pictures read right, captioned blind")
     args = p.parse_args()
     if not args.out and not args.verdicts:
         p.error("give --out (write sheets) and/or --verdicts (tally them)")
@@ -103,6 +131,8 @@ def main() -> None:
     print(f"{len(wrong)} of {len(truth)} numbers read wrong (accuracy {1 - len(wrong) / len(truth):.3f})")
     if args.out:
         files = write_sheets(wrong, images_dir, Path(args.out))
+        if args.right:
+            files += write_blind_sheets(truth, wrong, images_dir, Path(args.out), args.right)
         print(f"wrote {len(files)} sheets to {args.out}")
     if args.verdicts:
         t = tally(truth, wrong, json.loads(Path(args.verdicts).read_text()))
@@ -111,6 +141,12 @@ def main() -> None:
             print(f"{kind}: {t[kind]} of the wrong; {t[f'{kind}_read_right_now']} judged so are read right{reasons}")
         print(f"readable and read wrong: {t['readable_wrong']}")
         print(f"reading ceiling: {t['reading_ceiling']:.3f} (the model: {t['accuracy']:.3f})")
+        blind = json.loads(Path(args.verdicts).read_text()).get("blind_right")
+        if blind:
+            m, n, right = len(blind["misread"]), blind["n"], len(truth) - len(wrong)
+            more = m / n * right
+            print(f"read blind, a person misread {m} of {n} numbers the model read right: about {more:.0f} "
+                  f"more of the {right}, a ceiling of about {t['reading_ceiling'] - more / len(truth):.3f}")
 
 
 if __name__ == "__main__":
