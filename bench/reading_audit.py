@@ -57,19 +57,24 @@ def wrong_numbers(data: str, split: str, pred_csv: str) -> tuple[dict, list[tupl
     return truth, wrong, images_dir
 
 
-def write_sheets(wrong, images_dir: Path, out: Path) -> list[Path]:
-    """Sheets of the wrong pictures, enlarged to their cell, each captioned 'id: true X, read Y'."""
+def _sheets(captions: list[tuple[int, str]], images_dir: Path, out: Path, prefix: str) -> list[Path]:
+    """OUT/PREFIX_NN.png: the pictures (id, caption), enlarged to their cell, 12 to a sheet."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for s in range(0, len(wrong), PER_SHEET):
+    for s in range(0, len(captions), PER_SHEET):
         cells = []
-        for i, true, read in wrong[s:s + PER_SHEET]:
+        for i, text in captions[s:s + PER_SHEET]:
             with Image.open(images_dir / f"{i}.png") as im:
-                cells.append(draw_boxes(im, [], [], number_text=f"id {i}: true {true}, read {read}", min_side=144))
-        path = out / f"sheet_{s // PER_SHEET:02d}.png"
+                cells.append(draw_boxes(im, [], [], number_text=text, min_side=144))
+        path = out / f"{prefix}_{s // PER_SHEET:02d}.png"
         save_png_atomic(image_grid(cells, COLS, CELL), path)
         files.append(path)
     return files
+
+
+def write_sheets(wrong, images_dir: Path, out: Path) -> list[Path]:
+    """Sheets of the wrong pictures, each captioned 'id: true X, read Y'."""
+    return _sheets([(i, f"id {i}: true {true}, read {read}") for i, true, read in wrong], images_dir, out, "sheet")
 
 
 def write_blind_sheets(truth: dict, wrong, images_dir: Path, out: Path, n: int) -> list[Path]:
@@ -77,17 +82,7 @@ def write_blind_sheets(truth: dict, wrong, images_dir: Path, out: Path, n: int) 
     wrong_ids = {i for i, _, _ in wrong}
     right = sorted(i for i in truth if i not in wrong_ids)
     sample = sorted(random.Random(0).sample(right, min(n, len(right))))
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for s in range(0, len(sample), PER_SHEET):
-        cells = []
-        for i in sample[s:s + PER_SHEET]:
-            with Image.open(images_dir / f"{i}.png") as im:
-                cells.append(draw_boxes(im, [], [], number_text=f"id {i}", min_side=144))
-        path = out / f"right_{s // PER_SHEET:02d}.png"
-        save_png_atomic(image_grid(cells, COLS, CELL), path)
-        files.append(path)
-    return files
+    return _sheets([(i, f"id {i}") for i in sample], images_dir, out, "right")
 
 
 def _ids(entry) -> dict[str, list[int]]:
