@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from digitdet.distributed import unwrap
-from digitdet.engine import model_detections, plain_detector
+from digitdet.engine import plain_detector
 
 
 def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3, below: float = 0.45,
@@ -96,17 +96,16 @@ def _best(scores) -> float:
 
 
 def enlarged_detector(model, device, factor: float):
-    """``detect(images)`` that reads each photo with the model's input scale (``min_size`` and
-    ``max_size`` of its transform) multiplied by ``factor``; boxes in pixels of the photo."""
-    transform = unwrap(model).transform
+    """``detect(images)`` that reads each photo with the model's input scale multiplied by
+    ``factor``: one test-time view of :func:`digitdet.tta.predict_views`, which swaps the
+    transform's sizes and restores them; boxes in pixels of the photo."""
+    from digitdet.tta import View, predict_views  # tta imports inference, which imports this module
+
+    view = View(scale=factor)
 
     def detect(images: list) -> list[tuple]:
-        base = transform.min_size, transform.max_size
-        transform.min_size, transform.max_size = (base[0][-1] * factor,), base[1] * factor
-        try:
-            return model_detections(model, images, device)
-        finally:
-            transform.min_size, transform.max_size = base
+        return [(views[0][0].astype(np.float32), *views[0][1:])
+                for views in predict_views(unwrap(model), images, device, (view,))]
     return detect
 
 
