@@ -1,7 +1,9 @@
-"""Whole-number accuracy on numbers drawn by other code than the renderer: OpenCV's Hershey fonts.
+"""Whole-number accuracy on numbers drawn by other means than the renderer: OpenCV's Hershey
+fonts, or real handwriting (the UCI digits that scikit-learn ships).
 
-    python bench/other_means.py                          # the bundled model, 240 numbers
+    python bench/other_means.py                          # the bundled model, 240 Hershey numbers
     python bench/other_means.py --weights runs/x/best.pt --n 480 --seed 4 --out /tmp/hershey
+    python bench/other_means.py --means handwriting --n 400 --seed 1   # needs scikit-learn (bench extra)
 
 ``cv2.putText`` draws each number in one of OpenCV's eight Hershey stroke fonts (a fifth of them
 italic), at scale 0.8-2.0 and thickness 1-4, in a random colour on a random plain background
@@ -9,8 +11,18 @@ italic), at scale 0.8-2.0 and thickness 1-4, in a random colour on a random plai
 the kind of test image a user writes in ten lines. No training image was drawn this way. Colours
 are drawn uniformly from RGB, so many pairs differ in colour but hardly in luminance (purple
 on green); accuracy is printed by font and by the luminance contrast of ink and background
-(Rec. 709, 0..1). ``--out`` also writes the images and ``readings.json`` (per image: truth, reading,
-font, contrast; not COCO, so not named test_gt.json, which means a split's COCO truth here).
+(Rec. 709, 0..1).
+
+``--means handwriting`` composes each number from digits that people wrote by hand: the 1,797
+8x8 bitmaps (16 grey levels) of the UCI optical-digits test set, 13 writers
+(`sklearn.datasets.load_digits`), each drawn at random among those of its digit, scaled up 3-7x (cubic), its blank
+columns trimmed, set side by side at a gap of 0.3-1.2 of the scale, in the same random colours,
+margins and noise as above. They are real letterforms, unlike any of the
+renderer's, but only 8 px of detail: blurred, blobby strokes, harder than most house numbers.
+Accuracy is printed by the number of digits.
+
+``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
+length, contrast; not COCO, so not named test_gt.json, which means a split's COCO truth here).
 """
 from __future__ import annotations
 
@@ -36,19 +48,34 @@ FONTS = {"simplex": cv2.FONT_HERSHEY_SIMPLEX, "plain": cv2.FONT_HERSHEY_PLAIN, "
 CONTRAST_BANDS = (0.0, 0.1, 0.2, 0.3, 0.45, 1.01)
 
 
-def draw(rng: np.random.Generator, index: int) -> tuple[np.ndarray, str, str, float]:
-    """(RGB image, number, font name, luminance contrast) of test image ``index``."""
+def draw_number(rng: np.random.Generator) -> str:
+    """1-4 digits as SVHN's share (no leading zero)."""
     n_digits = 1 + int(rng.choice(4, p=[0.2, 0.6, 0.17, 0.03]))
-    number = str(int(rng.integers(1, 10))) + "".join(str(int(rng.integers(0, 10))) for _ in range(n_digits - 1))
+    return str(int(rng.integers(1, 10))) + "".join(str(int(rng.integers(0, 10))) for _ in range(n_digits - 1))
+
+
+def draw_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(ink, background) RGB, at least 150 apart summed over the channels (visible to a person)."""
+    bg = rng.integers(0, 256, 3)
+    fg = 255 - bg if rng.random() < 0.5 else rng.integers(0, 256, 3)
+    while np.abs(fg - bg).sum() < 150:
+        fg = rng.integers(0, 256, 3)
+    return fg, bg
+
+
+def contrast_of(fg: np.ndarray, bg: np.ndarray) -> float:
+    return abs(luminance(fg.astype(float)) - luminance(bg.astype(float)))
+
+
+def draw(rng: np.random.Generator, index: int) -> tuple[np.ndarray, str, str, float]:
+    """(RGB image, number, font name, luminance contrast) of Hershey test image ``index``."""
+    number = draw_number(rng)
     name = list(FONTS)[index % len(FONTS)]
     font = FONTS[name] | (cv2.FONT_ITALIC if rng.random() < 0.2 else 0)
     scale, thickness = float(rng.uniform(0.8, 2.0)), int(rng.integers(1, 5))
     (w, h), baseline = cv2.getTextSize(number, font, scale, thickness)
     mx, my = int(rng.integers(4, 30)), int(rng.integers(4, 20))
-    bg = rng.integers(0, 256, 3)
-    fg = 255 - bg if rng.random() < 0.5 else rng.integers(0, 256, 3)
-    while np.abs(fg - bg).sum() < 150:  # visible to a person: 150 of 765 summed over the channels
-        fg = rng.integers(0, 256, 3)
+    fg, bg = draw_colours(rng)
     image = np.empty((h + baseline + 2 * my, w + 2 * mx, 3), np.uint8)
     image[:] = bg
     if rng.random() < 0.5:
@@ -56,7 +83,42 @@ def draw(rng: np.random.Generator, index: int) -> tuple[np.ndarray, str, str, fl
     cv2.putText(image, number, (mx, my + h), font, scale, tuple(int(c) for c in fg), thickness, cv2.LINE_AA)
     if rng.random() < 0.5:
         image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 1.5)))
-    return image, number, name, abs(luminance(fg.astype(float)) - luminance(bg.astype(float)))
+    return image, number, name, contrast_of(fg, bg)
+
+
+def handwritten_digits() -> dict[int, np.ndarray]:
+    """{digit: (n, 8, 8) float bitmaps in 0..1} of the UCI digits scikit-learn ships (no download)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise SystemExit("--means handwriting needs scikit-learn: pip install -e '.[bench]'") from e
+    data = load_digits()
+    return {d: data.images[data.target == d] / 16.0 for d in range(10)}
+
+
+def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float]:
+    """(RGB image, number, "N digits", luminance contrast) of a number written with UCI digits."""
+    number = draw_number(rng)
+    scale = float(rng.uniform(3, 7))
+    size = int(round(8 * scale))
+    glyphs = []
+    for ch in number:
+        ink = bank[int(ch)][rng.integers(len(bank[int(ch)]))].astype(np.float32)
+        ink = cv2.resize(ink, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        cols = np.nonzero(ink.max(0) > 0.2)[0]  # trim the blank columns: neighbours sit at a writer's gap
+        glyphs.append(ink[:, max(cols[0] - 1, 0):cols[-1] + 2])
+    gap = int(round(scale * rng.uniform(0.3, 1.2)))
+    mx, my = int(rng.integers(3, 25)), int(rng.integers(2, 12))
+    alpha = np.zeros((size + 2 * my, sum(g.shape[1] for g in glyphs) + gap * (len(glyphs) - 1) + 2 * mx), np.float32)
+    x = mx
+    for g in glyphs:
+        alpha[my:my + size, x:x + g.shape[1]] = g
+        x += g.shape[1] + gap
+    fg, bg = draw_colours(rng)
+    image = bg * (1 - alpha[..., None]) + fg * alpha[..., None]
+    if rng.random() < 0.5:
+        image = image + rng.normal(0, 10, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), number, f"{len(number)} digit{'s' * (len(number) > 1)}", contrast_of(fg, bg)
 
 
 def band(contrast: float) -> str:
@@ -69,40 +131,44 @@ def band(contrast: float) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="checkpoint; default: the bundled model")
+    p.add_argument("--means", choices=("hershey", "handwriting"), default="hershey",
+                   help="OpenCV's Hershey fonts, or UCI handwritten digits (scikit-learn)")
     p.add_argument("--n", type=int, default=240, help="numbers to draw")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="also write the images and readings.json here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    bank = handwritten_digits() if args.means == "handwriting" else None
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
     detect = reading_detector(model, cfg, torch.device("cpu"))
     rng = np.random.default_rng(args.seed)
-    by_font, by_band = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    by_group, by_band = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     records = []
     if args.out:
         (args.out / "test").mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         for i in range(1, args.n + 1):
-            image, number, font, contrast = draw(rng, i)
+            image, number, group, contrast = draw(rng, i) if bank is None else draw_handwritten(rng, bank)
             boxes, labels, scores = detect([to_tensor(image)])[0]
             read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                                  iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh)
-            for tally in (by_font[font], by_band[band(contrast)]):
+            for tally in (by_group[group], by_band[band(contrast)]):
                 tally[0] += read == number
                 tally[1] += 1
-            records.append({"image_id": i, "number": number, "read": read, "font": font,
+            records.append({"image_id": i, "number": number, "read": read, "group": group,
                             "contrast": round(contrast, 3)})
             if args.out:
                 cv2.imwrite(str(args.out / "test" / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if args.out:
         (args.out / "readings.json").write_text(json.dumps(records, indent=1))
-    total = sum(c for c, _ in by_font.values())
-    print(f"Hershey numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
+    total = sum(c for c, _ in by_group.values())
+    what = "Hershey" if bank is None else "Handwritten (UCI)"
+    print(f"{what} numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
           f"(threshold {cfg.decode_score_thresh}, seed {args.seed})")
-    for title, table in (("font", by_font), ("luminance contrast", by_band)):
+    for title, table in (("font" if bank is None else "length", by_group), ("luminance contrast", by_band)):
         print(f"{title:<20} {'images':>7} {'accuracy':>9}")
-        for key in (FONTS if table is by_font else sorted(table)):
+        for key in (FONTS if table is by_group and bank is None else sorted(table)):
             if key in table:
                 c, t = table[key]
                 print(f"{key:<20} {t:>7} {c / t:>9.3f}")
