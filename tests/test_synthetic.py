@@ -407,3 +407,39 @@ def test_some_numbers_contrast_in_colour_only_and_only_they_are_redrawn(monkeypa
             assert a.photo_params["saturation"] == b.photo_params["saturation"]
     # luminance alone would not tell some of them from their plate
     assert sum(abs(luminance(styles[i].fg) - luminance(styles[i].bg)) < 0.1 for i in vivid) >= 3
+
+
+def test_some_pictures_are_soft_and_only_they_are_redrawn(monkeypatch):
+    # ~SOFT_P of the pictures keep only SOFT_HEIGHT px of their digits' detail; their boxes and
+    # every other picture are as without soft focus.
+    from digitdet.data import synth_style
+    from digitdet.data.synth_style import SOFT_HEIGHT, sample_style
+
+    n = 300
+    soft = [i for i in range(n) if "soft" in sample_style(sample_rng(4, "train", i)).photo_params]
+    assert 0.05 * n < len(soft) < 0.16 * n
+    assert all(SOFT_HEIGHT[0] <= sample_style(sample_rng(4, "train", i)).photo_params["soft"] <= SOFT_HEIGHT[1]
+               for i in soft)
+    picks = soft[:3] + [i for i in range(n) if i not in soft][:3]
+    drawn = {i: render_sample(sample_rng(4, "train", i)) for i in picks}
+    monkeypatch.setattr(synth_style, "SOFT_P", 0.0)
+    changed = 0
+    for i in picks:
+        image, anns = render_sample(sample_rng(4, "train", i))
+        assert anns == drawn[i][1]
+        same = np.array_equal(np.asarray(image), np.asarray(drawn[i][0]))
+        assert same or i in soft
+        changed += not same
+    assert changed >= 2  # a soft picture whose digits are already that small stays as it was
+
+
+def test_soft_focus_keeps_the_median_digit_at_its_height_of_detail():
+    from digitdet.data.synthetic import _soft_focus
+
+    pairs = [(None, {"digit": d, "bbox": [0, 0, 10, h]}) for d, h in ((1, 40.0), (2, 40.0), (3, 20.0))]
+    base = {"lowres": 0.0, "blur": 0.0}
+    assert _soft_focus(base, pairs) is base  # not a soft picture
+    assert _soft_focus({**base, "soft": 10.0}, pairs)["lowres"] == pytest.approx(0.25)
+    assert _soft_focus({**base, "soft": 10.0, "lowres": 0.2}, pairs)["lowres"] == 0.2  # a deeper drawn detour stays
+    assert _soft_focus({**base, "soft": 50.0}, pairs)["lowres"] == 0.0  # digits already that small
+    assert _soft_focus({**base, "soft": 10.0}, [(None, {"letter": True, "bbox": [0, 0, 5, 40]})])["lowres"] == 0.0

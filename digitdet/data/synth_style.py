@@ -66,6 +66,13 @@ PALETTE = np.array([
 # Share of samples (metal ink aside) whose ink and plate are vivid colours that may share their
 # luminance (vivid_colours), at least this far apart in RGB (0-441), photographed saturated.
 VIVID_P = 0.12
+# Share of pictures seen out of focus or from far away and enlarged: the digits keep only
+# SOFT_HEIGHT px of detail (their height after a detour through a lower resolution), whatever
+# their size in the photo. Blur and `lowres` alone keep a 40-px digit sharp to ~16 px; an
+# upscaled phone crop or a focus miss does not, and the bundle read such pictures worse
+# (README, "Numbers drawn by other means").
+SOFT_P = 0.1
+SOFT_HEIGHT = (8.0, 14.0)
 VIVID_MIN_DISTANCE = 120.0
 METALS = np.array([[190, 150, 70], [200, 200, 205], [150, 110, 60], [60, 60, 60]], dtype=np.float64)
 
@@ -254,9 +261,12 @@ def sample_style(rng: np.random.Generator) -> Style:
         style.plate = "rect"
     # Colour-only contrast, drawn from a generator of its own (a child of the sample's seed), so
     # that every other sample keeps all its random choices, as above.
-    side = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    # (Children 0 and 1 of the seed: child 0 is the one vivid colours always drew from.)
+    side, soft = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2))
     if style.ink != "metal" and side.random() < VIVID_P:
         style.fg, style.bg = vivid_colours(side)
         style.vivid = True
         style.photo_params["saturation"] = side.uniform(0.8, 1.0)
+    if soft.random() < SOFT_P:  # another child, so soft focus and vivid colours do not depend on each other
+        style.photo_params["soft"] = soft.uniform(*SOFT_HEIGHT)
     return style

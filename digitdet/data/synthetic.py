@@ -187,6 +187,19 @@ def _debug_mask(g: Glyph, T, region, work, size) -> np.ndarray:
     return _project(layer, T, region, work, size).astype(np.float32) / 255
 
 
+def _soft_focus(params: dict, pairs: list) -> dict:
+    """The camera settings of a picture with ``params["soft"]`` (SOFT_P of them): its detour
+    through a lower resolution made deep enough that the median digit keeps only that many px
+    of height (or the drawn ``lowres``, if deeper)."""
+    heights = [ann["bbox"][3] - ann["bbox"][1] for _, ann in pairs if "digit" in ann]
+    if not params.get("soft") or not heights:
+        return params
+    factor = params["soft"] / float(np.median(heights))
+    if factor >= 1.0:
+        return params
+    return {**params, "lowres": min(factor, params["lowres"] or 1.0)}
+
+
 def render_sample(rng: np.random.Generator, debug: bool = False,
                   letters: bool = False) -> tuple[Image.Image, list[dict]]:
     """One synthetic house-number photo and its digits.
@@ -207,8 +220,8 @@ def render_sample(rng: np.random.Generator, debug: bool = False,
     # surfaces are drawn at about 60% of the output resolution: after blur and noise the
     # difference does not show, and they are the costliest layer
     scene = draw_scene(rng, style, glyphs, H, region, unit_scale=float(np.clip(0.6 * min(sx, sy), 0.25, 1.0)))
-    image = shoot(rng, _project(np.asarray(scene), T, region, work, size), style.photo_params)
     pairs = _annotations(glyphs, T, sx, sy, size, roles=("digit", "letter") if letters else ("digit",))
+    image = shoot(rng, _project(np.asarray(scene), T, region, work, size), _soft_focus(style.photo_params, pairs))
     if debug:
         for g, ann in pairs:
             ann["mask"] = _debug_mask(g, T, region, work, size)
