@@ -40,9 +40,12 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import to_tensor
 
+from digitdet.data.cocobuild import annotation, coco_dict
 from digitdet.data.synth_style import luminance
 from digitdet.decode import decode_number
 from digitdet.inference import load_detector
+from digitdet.io import write_json
+from digitdet.labels import digit_to_category
 from digitdet.zoom import reading_detector
 
 FONTS = {"simplex": cv2.FONT_HERSHEY_SIMPLEX, "plain": cv2.FONT_HERSHEY_PLAIN, "duplex": cv2.FONT_HERSHEY_DUPLEX,
@@ -122,7 +125,8 @@ def mnist_digits(folder: Path | None, per_digit: int = 1000) -> dict[int, np.nda
 
 
 def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float]:
-    """(RGB image, number, "N digits", luminance contrast) of a number written with the bank's digits."""
+    """(RGB image, number, "N digits", luminance contrast, [(digit, [x, y, w, h])]) of a number
+    written with the bank's digits."""
     number = draw_number(rng)
     side = bank[0].shape[1]
     scale = float(rng.uniform(*SCALES[side]))
@@ -136,15 +140,36 @@ def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> t
     gap = int(round(scale * side / 8 * rng.uniform(0.3, 1.2)))
     mx, my = int(rng.integers(3, 25)), int(rng.integers(2, 12))
     alpha = np.zeros((size + 2 * my, sum(g.shape[1] for g in glyphs) + gap * (len(glyphs) - 1) + 2 * mx), np.float32)
-    x = mx
-    for g in glyphs:
+    x, boxes = mx, []
+    for ch, g in zip(number, glyphs):
         alpha[my:my + size, x:x + g.shape[1]] = g
+        ys, xs = np.nonzero(g > 0.2)  # the box of the ink, as the renderer's boxes are
+        boxes.append((int(ch), [x + int(xs.min()), my + int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]))
         x += g.shape[1] + gap
     fg, bg = draw_colours(rng)
     image = bg * (1 - alpha[..., None]) + fg * alpha[..., None]
     if rng.random() < 0.5:
         image = image + rng.normal(0, 10, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), number, f"{len(number)} digit{'s' * (len(number) > 1)}", contrast_of(fg, bg)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return image, number, f"{len(number)} digit{'s' * (len(number) > 1)}", contrast_of(fg, bg), boxes
+
+
+def bank_means(means: str) -> bool:
+    return means in ("uci", "mnist")
+
+
+def write_dataset(out: Path, split: str, drawn: list) -> None:
+    """Handwritten numbers as a split of a COCO digit dataset: OUT/SPLIT/<i>.png (i from 1) and
+    OUT/test_gt.json (for ``digitdet evaluate --split test``) or OUT/SPLIT.json."""
+    (out / split).mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i, (image, _, _, _, boxes) in enumerate(drawn, 1):
+        cv2.imwrite(str(out / split / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        images.append({"id": i, "file_name": f"{i}.png", "width": image.shape[1], "height": image.shape[0]})
+        for d, box in boxes:
+            anns.append(annotation(len(anns) + 1, i, digit_to_category(d), box))
+    write_json(out / ("test_gt.json" if split == "test" else f"{split}.json"),
+               coco_dict(images, anns, f"handwritten numbers, bench/other_means.py ({split})"))
 
 
 def band(contrast: float) -> str:
@@ -164,19 +189,31 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="also write the images and readings.json here")
+    p.add_argument("--split", default="test",
+                   help="handwriting with --out: write OUT/SPLIT/*.png and their COCO truth (OUT/test_gt.json, "
+                        "or OUT/SPLIT.json for another split, which is only written, not read)")
     args = p.parse_args(argv)
+    if args.split != "test" and not (args.out and bank_means(args.means)):
+        p.error("--split other than test writes a handwriting dataset: needs --out and --means uci|mnist")
     torch.set_num_threads(args.threads)
     bank = {"hershey": lambda: None, "uci": uci_digits, "mnist": lambda: mnist_digits(args.mnist)}[args.means]()
+    rng = np.random.default_rng(args.seed)
+    if args.split != "test":
+        write_dataset(args.out, args.split, [draw_handwritten(rng, bank) for _ in range(args.n)])
+        return
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
     detect = reading_detector(model, cfg, torch.device("cpu"))
-    rng = np.random.default_rng(args.seed)
     by_group, by_band = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
-    records = []
+    records, drawn = [], []
     if args.out:
         (args.out / "test").mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         for i in range(1, args.n + 1):
-            image, number, group, contrast = draw(rng, i) if bank is None else draw_handwritten(rng, bank)
+            if bank is None:
+                image, number, group, contrast = draw(rng, i)
+            else:
+                drawn.append(draw_handwritten(rng, bank))
+                image, number, group, contrast, _ = drawn[-1]
             boxes, labels, scores = detect([to_tensor(image)])[0]
             read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                                  iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh)
@@ -185,10 +222,12 @@ def main(argv=None) -> None:
                 tally[1] += 1
             records.append({"image_id": i, "number": number, "read": read, "group": group,
                             "contrast": round(contrast, 3)})
-            if args.out:
+            if args.out and bank is None:
                 cv2.imwrite(str(args.out / "test" / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if args.out:
         (args.out / "readings.json").write_text(json.dumps(records, indent=1))
+        if drawn:
+            write_dataset(args.out, "test", drawn)
     total = sum(c for c, _ in by_group.values())
     what = {"hershey": "Hershey", "uci": "Handwritten (UCI)", "mnist": "Handwritten (MNIST)"}[args.means]
     print(f"{what} numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
