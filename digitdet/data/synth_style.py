@@ -66,14 +66,14 @@ PALETTE = np.array([
 # Share of samples (metal ink aside) whose ink and plate are vivid colours that may share their
 # luminance (vivid_colours), at least this far apart in RGB (0-441), photographed saturated.
 VIVID_P = 0.12
+VIVID_MIN_DISTANCE = 120.0
 # Share of pictures seen out of focus or from far away and enlarged: the digits keep only
 # SOFT_HEIGHT px of detail (their height after a detour through a lower resolution), whatever
 # their size in the photo. Blur and `lowres` alone keep a 40-px digit sharp to ~16 px; an
 # upscaled phone crop or a focus miss does not, and the bundle read such pictures worse
-# (README, "Numbers drawn by other means").
+# (README, "The eighth step" under "The bundled model").
 SOFT_P = 0.1
 SOFT_HEIGHT = (8.0, 14.0)
-VIVID_MIN_DISTANCE = 120.0
 METALS = np.array([[190, 150, 70], [200, 200, 205], [150, 110, 60], [60, 60, 60]], dtype=np.float64)
 
 
