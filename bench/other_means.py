@@ -26,7 +26,9 @@ each digit, unpacked in ``--mnist DIR``) scaled 0.6-1.6x (17-45 px): sharp handw
 person reads at a glance. Accuracy is printed by the number of digits.
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
-length, contrast; not COCO, so not named test_gt.json, which means a split's COCO truth here).
+length, contrast). Handwritten numbers also get their COCO truth, ``test_gt.json`` with a box
+around each digit's ink, so ``digitdet evaluate --data OUT --split test`` scores them; with
+``--split train`` they are written (as OUT/train/ and OUT/train.json) without being read.
 """
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ def mnist_digits(folder: Path | None, per_digit: int = 1000) -> dict[int, np.nda
     return bank
 
 
-def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float]:
+def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float, list]:
     """(RGB image, number, "N digits", luminance contrast, [(digit, [x, y, w, h])]) of a number
     written with the bank's digits."""
     number = draw_number(rng)
