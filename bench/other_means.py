@@ -156,10 +156,6 @@ def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> t
     return image, number, f"{len(number)} digit{'s' * (len(number) > 1)}", contrast_of(fg, bg), boxes
 
 
-def bank_means(means: str) -> bool:
-    return means in ("uci", "mnist")
-
-
 def write_dataset(out: Path, split: str, drawn: list) -> None:
     """Handwritten numbers as a split of a COCO digit dataset: OUT/SPLIT/<i>.png (i from 1) and
     OUT/test_gt.json (for ``digitdet evaluate --split test``) or OUT/SPLIT.json."""
@@ -195,7 +191,7 @@ def main(argv=None) -> None:
                    help="handwriting with --out: write OUT/SPLIT/*.png and their COCO truth (OUT/test_gt.json, "
                         "or OUT/SPLIT.json for another split, which is only written, not read)")
     args = p.parse_args(argv)
-    if args.split != "test" and not (args.out and bank_means(args.means)):
+    if args.split != "test" and not (args.out and args.means != "hershey"):
         p.error("--split other than test writes a handwriting dataset: needs --out and --means uci|mnist")
     torch.set_num_threads(args.threads)
     bank = {"hershey": lambda: None, "uci": uci_digits, "mnist": lambda: mnist_digits(args.mnist)}[args.means]()
