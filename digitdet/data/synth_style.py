@@ -131,7 +131,11 @@ def correlated_uniforms(rng: np.random.Generator, n: int, rho: float) -> np.ndar
 def draw_index(rng: np.random.Generator, weights) -> int:
     """An index drawn with probability proportional to ``weights`` (one uniform draw; much
     cheaper than ``rng.choice(p=...)``, which validates ``p`` on every call)."""
-    cum = np.cumsum(weights)
+    return draw_cumulative(rng, np.cumsum(weights))
+
+
+def draw_cumulative(rng: np.random.Generator, cum: np.ndarray) -> int:
+    """``draw_index`` for weights given as their cumulative sums ``cum`` (the same draw)."""
     return min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(cum) - 1)
 
 
@@ -222,10 +226,15 @@ def _sample_geometry(rng: np.random.Generator, n_digits: int) -> tuple[float, fl
     return slant, rotation, jitter, shear, yaw, pitch
 
 
+_FONT_WEIGHTS: list = [None, None]  # (the font tuple, its cumulative weights) of the last pick
+
+
 def _pick_font(rng: np.random.Generator) -> FontInfo:
     fonts = available_fonts()
-    share = {"marker": MARKER_WEIGHT / N_HANDS, "pen": PEN_WEIGHT / N_PENS}
-    return fonts[draw_index(rng, [share.get(f.style, STYLE_WEIGHT.get(f.style, 0.5)) for f in fonts])]
+    if _FONT_WEIGHTS[0] is not fonts:  # once per font list: with 1,000 pens, per sample it cost 0.2 ms
+        share = {"marker": MARKER_WEIGHT / N_HANDS, "pen": PEN_WEIGHT / N_PENS}
+        _FONT_WEIGHTS[:] = [fonts, np.cumsum([share.get(f.style, STYLE_WEIGHT.get(f.style, 0.5)) for f in fonts])]
+    return fonts[draw_cumulative(rng, _FONT_WEIGHTS[1])]
 
 
 def sample_style(rng: np.random.Generator) -> Style:
