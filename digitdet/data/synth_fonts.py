@@ -1,6 +1,6 @@
 """Typefaces for the synthetic house-number renderer: discovery and cached glyph masks.
 
-Fonts come from three places, best first; the renderer works with whatever subset exists:
+Faces come from five places, best first; the renderer works with whatever subset exists:
 
 1. Debian ``fonts-*`` packages (installed by ``make fonts`` as root; optional), under
    ``/usr/share/fonts``: Helvetica/Times/Century/Bookman clones, condensed faces,
@@ -169,7 +169,9 @@ def fonts_report() -> str:
     for f in available_fonts():
         by_source.setdefault(f.source, []).append(os.path.basename(f.path))
     lines = [f"{len(available_fonts())} fonts"]
-    lines += [f"  {src} ({len(names)}): {', '.join(names)}" for src, names in by_source.items()]
+    # pseudo-fonts are numbered keys (hand:0 ... pen:1023): their first and last say it all
+    lines += [f"  {src} ({len(names)}): " + (f"{names[0]} ... {names[-1]}" if is_pseudo_font(names[0]) else ", ".join(names))
+              for src, names in by_source.items()]
     return "\n".join(lines)
 
 
