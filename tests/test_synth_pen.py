@@ -68,6 +68,7 @@ def test_the_bank_leaves_out_the_first_digits_of_each_class(bank):
 def test_pens_are_fonts_that_draw_tight_digits_of_the_asked_height(bank):
     pens = [f for f in synth_fonts.available_fonts() if f.source == "pen"]
     assert len(pens) == synth_pen.N_PENS and all(f.style == "pen" for f in pens)
+    assert f"pen ({synth_pen.N_PENS}): pen:0 ... pen:{synth_pen.N_PENS - 1}" in synth_fonts.fonts_report()
     mask, top = synth_fonts.glyph_mask(pens[3].path, 80, "7")
     assert top == 0 and mask.dtype == np.uint8 and mask.max() == 255
     assert (mask[0] >= 128).any() and (mask[-1] >= 128).any() and (mask[:, 0] >= 128).any() and (mask[:, -1] >= 128).any()
