@@ -129,3 +129,17 @@ def test_convert_mnist_writes_the_bank(tmp_path, capsys):
     with np.load(out) as z:
         assert z["5"].shape == (2, 28, 28)
     assert main(["convert", "mnist", "--package", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_pens_share_one_weight_and_the_weights_follow_the_font_list(bank):
+    from digitdet.data.synth_style import MARKER_WEIGHT, PEN_WEIGHT, STYLE_WEIGHT, _pick_font
+    fonts = synth_fonts.available_fonts()
+    outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in fonts if f.source not in ("strokes", "pen"))
+    rng = np.random.default_rng(0)
+    share = np.mean([_pick_font(rng).style == "pen" for _ in range(4000)])
+    assert abs(share - PEN_WEIGHT / (MARKER_WEIGHT + PEN_WEIGHT + outline)) < 0.025, share
+    # the bank gone, the cached weights must not outlive the font list they were summed for
+    synth_pen.load_bank.cache_clear()
+    synth_fonts.available_fonts.cache_clear()
+    bank.unlink()
+    assert not any(_pick_font(rng).style == "pen" for _ in range(500))

@@ -49,7 +49,7 @@ PLATE_P = {"none": 0.45, "rect": 0.22, "rounded": 0.2, "oval": 0.06, "tile": 0.0
 INK_P = {"flat": 0.45, "shadow": 0.2, "outline": 0.08, "metal": 0.12, "worn": 0.1, "stencil": 0.05}
 # Weight of each face of a style: faces of these styles are what house numbers mostly use;
 # handwriting and mono are rarer. "marker" is the weight of all the stroke-drawn writers of
-# synth_strokes together, shared among them: about 16% of samples with all fonts installed
+# synth_strokes together, shared among them: about 16% of samples with all fonts installed (14% beside the pens)
 # (hand-painted numbers are a minority of SVHN, but the ones models read worst and the ones
 # outline fonts miss).
 STYLE_WEIGHT = {"sans": 1.0, "bold": 1.0, "condensed": 1.0, "serif": 0.7, "serif-bold": 0.9,
