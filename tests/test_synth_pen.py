@@ -143,3 +143,19 @@ def test_pens_share_one_weight_and_the_weights_follow_the_font_list(bank):
     synth_fonts.available_fonts.cache_clear()
     bank.unlink()
     assert not any(_pick_font(rng).style == "pen" for _ in range(500))
+
+
+def test_continental_pens_flag_and_foot_their_1s_and_cross_their_7s(bank, monkeypatch):
+    shares = [bool(synth_pen._continental(k, "7")) for k in range(synth_pen.N_PENS)]
+    assert abs(np.mean(shares) - synth_pen.CONTINENTAL_P) < 0.06
+    k = next(k for k in range(synth_pen.N_PENS) if synth_pen._continental(k, "1").get("foot"))
+    drawn = {c: synth_pen.pen_glyph_mask(f"pen:{k}", 80, c)[0] for c in "137"}
+    monkeypatch.setattr(synth_pen, "CONTINENTAL_P", 0.0)
+    plain = {c: synth_pen.pen_glyph_mask(f"pen:{k}", 80, c)[0] for c in "137"}
+    assert np.array_equal(drawn["3"], plain["3"])  # other digits as the bank wrote them
+    for c in "17":
+        assert (drawn[c] >= 128).sum() > 1.15 * (plain[c] >= 128).sum()
+        assert abs(drawn[c].shape[0] - plain[c].shape[0]) <= 2  # the strokes keep the figure height
+    assert drawn["1"].shape[1] > plain["1"].shape[1] + 0.2 * plain["1"].shape[0]  # flag and foot reach out
+    for mask in drawn.values():  # still tight: ink on every edge
+        assert (mask[0] >= 128).any() and (mask[-1] >= 128).any() and (mask[:, 0] >= 128).any() and (mask[:, -1] >= 128).any()

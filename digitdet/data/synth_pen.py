@@ -44,6 +44,11 @@ INK_HEIGHT = 20.0        # MNIST fits each digit's larger side into 20 px
 FIGURE_HEIGHT = 0.7      # digit height / font size, as synth_strokes and outline figures
 BANK_ENV = "DIGITDET_PEN_DIGITS"
 EDGE = 0.25              # ink ramp width after sharpening, in bank intensity (0..1)
+# Share of pens that write the continental way: a 1 with a long flag and often a foot, a 7
+# crossed at mid-height. MNIST's writers (American forms, census and school) seldom do; 13
+# writers of UCI's digits (bench/other_means.py --means uci) do, and the ninth-step bundle read
+# their 1s as 4s and their 7s as 2s or 3s (29 and 33 of its 238 errors, two seeds).
+CONTINENTAL_P = 0.35
 
 
 def bank_path() -> Path:
@@ -123,11 +128,68 @@ def _pen(k: int, char: str, n: int) -> tuple[int, float]:
     return int(rng.integers(n)), float(np.random.default_rng(k).uniform(0.25, 0.6))
 
 
+def _continental(k: int, char: str) -> dict:
+    """Strokes pen k adds to its ``char`` (lengths in digit heights; none for most pens and
+    digits). Drawn from a generator of their own, so every pen keeps its bank digits and inks."""
+    rng = np.random.default_rng(zlib.crc32(f"pen:{k}:continental".encode()))
+    if rng.random() >= CONTINENTAL_P:
+        return {}
+    flag, foot, cross = rng.uniform(0.2, 0.38), rng.uniform(0.12, 0.26), rng.uniform(0.14, 0.24)
+    drop, bar_at, foot_p = rng.uniform(0.12, 0.3), rng.uniform(0.45, 0.62), rng.random()
+    if char == "1":
+        return {"flag": (flag, drop), "foot": foot if foot_p < 0.6 else 0.0}
+    if char == "7":
+        return {"cross": (cross, bar_at)}
+    return {}
+
+
+def _ink_centre(ink: np.ndarray, rows: slice) -> float:
+    """Mean column of the ink in ``rows`` (``ink``: bool mask)."""
+    ys, xs = np.nonzero(ink[rows])
+    return float(xs.mean()) if xs.size else ink.shape[1] / 2
+
+
+def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
+    """``canvas`` (uint8, 255 = ink) with a 1's flag and foot or a 7's crossbar drawn in the
+    pen's own width (the median ink run of its lower rows), padded so no stroke is cut."""
+    if not strokes:
+        return canvas
+    pad = canvas.shape[0] // 2
+    canvas = cv2.copyMakeBorder(canvas, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    ink = canvas >= 128
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size < 4:
+        return canvas
+    top, bottom = int(rows[0]), int(rows[-1])
+    h = bottom - top + 1
+    runs = ink[top + h // 2:bottom + 1].sum(axis=1)
+    width = max(1, int(round(float(np.median(runs[runs > 0])))))
+    tip = max(1, h // 10)
+
+    def line(p, q):
+        cv2.line(canvas, (int(round(p[0])), int(round(p[1]))), (int(round(q[0])), int(round(q[1]))),
+                 255, width, cv2.LINE_AA)
+
+    if "flag" in strokes:  # from the top of the stem down to the left
+        (length, drop), x = strokes["flag"], _ink_centre(ink, slice(top, top + tip))
+        line((x, top + width / 2), (x - length * h, top + drop * h))
+    if strokes.get("foot"):  # centred under the stem
+        x, y = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1)), bottom - width / 2
+        line((x - strokes["foot"] * h, y), (x + strokes["foot"] * h, y))
+    if "cross" in strokes:  # through the stem, at its own height
+        half, at = strokes["cross"]
+        y = top + at * h
+        x = _ink_centre(ink, slice(int(y) - 1, int(y) + 2))
+        line((x - half * h, y - 0.03 * h), (x + half * h, y + 0.03 * h))
+    return canvas
+
+
 def pen_glyph_mask(key: str, size: int, char: str) -> tuple[np.ndarray, int]:
     """Mask of digit ``char`` written by pen ``key`` at ``size`` px per em (see module doc).
 
     The bitmap is enlarged so its ink is FIGURE_HEIGHT * size tall, then its soft scan edges are
-    sharpened around the pen's threshold (a thin pen keeps the dark core, a thick one the halo).
+    sharpened around the pen's threshold (a thin pen keeps the dark core, a thick one the halo);
+    a continental pen (CONTINENTAL_P of them) adds its flag and foot to a 1, its bar to a 7.
     Raises ValueError for a non-digit ``char``, an unknown key or a missing bank."""
     if not (len(char) == 1 and char.isdigit()):
         raise ValueError(f"pen font {key!r} draws digits only, not {char!r}")
@@ -142,5 +204,6 @@ def pen_glyph_mask(key: str, size: int, char: str) -> tuple[np.ndarray, int]:
                         interpolation=cv2.INTER_CUBIC if side > SIDE else cv2.INTER_AREA)
     threshold = min(threshold, 0.5 * float(bitmap.max()))  # a faint scan keeps its strongest ink
     canvas = np.round(np.clip((bitmap - threshold) / EDGE + 0.5, 0.0, 1.0) * 255).astype(np.uint8)
+    canvas = add_strokes(canvas, _continental(int(rest), char))
     # top offset 0: MNIST centres digits by mass, so their tops carry no baseline to keep
     return tight_mask(canvas, 0)[0], 0
