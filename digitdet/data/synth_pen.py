@@ -47,7 +47,7 @@ EDGE = 0.25              # ink ramp width after sharpening, in bank intensity (0
 # Share of pens that write the continental way: a 1 with a long flag and often a foot, a 7
 # crossed at mid-height. MNIST's writers (American forms, census and school) seldom do; 13
 # writers of UCI's digits (bench/other_means.py --means uci) do, and the ninth-step bundle read
-# their 1s as 4s and their 7s as 2s or 3s (29 and 33 of its 238 errors, two seeds).
+# their 1s as 4s 29 times and their 7s as 2s or 3s 28 times in its 238 wrong numbers (two seeds).
 CONTINENTAL_P = 0.35
 
 
