@@ -51,6 +51,7 @@ from digitdet.decode import decode_number
 from digitdet.inference import load_detector
 from digitdet.io import write_json
 from digitdet.labels import digit_to_category
+from digitdet.metrics import digit_misreads, number_errors
 from digitdet.zoom import reading_detector
 
 FONTS = {"simplex": cv2.FONT_HERSHEY_SIMPLEX, "plain": cv2.FONT_HERSHEY_PLAIN, "duplex": cv2.FONT_HERSHEY_DUPLEX,
@@ -230,6 +231,12 @@ def main(argv=None) -> None:
     what = {"hershey": "Hershey", "uci": "Handwritten (UCI)", "mnist": "Handwritten (MNIST)"}[args.means]
     print(f"{what} numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
           f"(threshold {cfg.decode_score_thresh}, seed {args.seed})")
+    pred = {r["image_id"]: r["read"] for r in records}
+    truth = {r["image_id"]: r["number"] for r in records}
+    print("numbers: " + ", ".join(f"{k} {v}" for k, v in number_errors(pred, truth).items()))
+    misreads = digit_misreads(pred, truth).most_common(8)
+    if misreads:
+        print("digits misread (true as read: times): " + ", ".join(f"{a} as {b}: {n}" for (a, b), n in misreads))
     for title, table in (("font" if bank is None else "length", by_group), ("luminance contrast", by_band)):
         print(f"{title:<20} {'images':>7} {'accuracy':>9}")
         for key in (FONTS if table is by_group and bank is None else sorted(table)):

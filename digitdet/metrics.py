@@ -174,6 +174,17 @@ def number_errors(pred: dict[int, str], truth: dict[int, str]) -> dict[str, int]
     return {kind: counts.get(kind, 0) for kind in ERROR_KINDS}
 
 
+def digit_misreads(pred: dict[int, str], truth: dict[int, str]) -> Counter:
+    """Counter of (true digit, digit read in its place) over the ``wrong_digit`` numbers of
+    :func:`number_errors` (same length, position by position): which digits a model confuses."""
+    misreads = Counter()
+    for i, t in truth.items():
+        p = pred.get(i)
+        if classify_error(p, t) == "wrong_digit":
+            misreads.update((a, b) for a, b in zip(t, p) if a != b)
+    return misreads
+
+
 def _fmt(value) -> str:
     """Three decimals; "n/a" for COCO's -1 (undefined) and for None."""
     return "n/a" if value is None or value < 0 else f"{value:.3f}"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from digitdet.labels import coco_categories, digit_to_category
-from digitdet.metrics import (ERROR_KINDS, coco_map, gt_numbers, number_errors, sequence_accuracy,
-                              summarize)
+from digitdet.metrics import (ERROR_KINDS, coco_map, digit_misreads, gt_numbers, number_errors,
+                              sequence_accuracy, summarize)
 
 
 def _gt(images: dict[int, list[tuple]]) -> dict:
@@ -147,6 +147,12 @@ def test_number_errors_categories():
     assert errors == {"correct": 1, "missed_digit": 1, "extra_digit": 2, "wrong_order": 1,
                       "wrong_digit": 1, "nothing_found": 3, "other": 1}
     assert errors["correct"] / len(truth) == sequence_accuracy(pred, truth)
+
+
+def test_digit_misreads_count_same_length_wrong_digits_only():
+    truth = {1: "17", 2: "71", 3: "117", 4: "17", 5: "51", 6: "17"}
+    pred = {1: "14", 2: "21", 3: "17", 4: "71", 5: "-1", 6: "44"}  # 3 missed, 4 reordered, 5 nothing
+    assert digit_misreads(pred, truth) == {("7", "4"): 2, ("7", "2"): 1, ("1", "4"): 1}
 
 
 def test_summarize_mentions_every_part():
