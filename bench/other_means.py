@@ -52,7 +52,7 @@ from digitdet.decode import decode_number
 from digitdet.inference import load_detector
 from digitdet.io import write_json
 from digitdet.labels import digit_to_category
-from digitdet.metrics import digit_misreads, number_errors
+from digitdet.metrics import digit_misreads, number_errors, summarize
 from digitdet.zoom import reading_detector
 
 FONTS = {"simplex": cv2.FONT_HERSHEY_SIMPLEX, "plain": cv2.FONT_HERSHEY_PLAIN, "duplex": cv2.FONT_HERSHEY_DUPLEX,
@@ -234,7 +234,7 @@ def main(argv=None) -> None:
           f"(threshold {cfg.decode_score_thresh}, seed {args.seed})")
     pred = {r["image_id"]: r["read"] for r in records}
     truth = {r["image_id"]: r["number"] for r in records}
-    print("numbers: " + ", ".join(f"{k} {v}" for k, v in number_errors(pred, truth).items()))
+    print(summarize({"errors": number_errors(pred, truth)}))
     misreads = digit_misreads(pred, truth).most_common(8)
     if misreads:
         print("digits misread (true as read: times): " + ", ".join(f"{a} as {b}: {n}" for (a, b), n in misreads))

@@ -145,7 +145,7 @@ def _continental(k: int, char: str) -> dict:
 
 def _ink_centre(ink: np.ndarray, rows: slice) -> float:
     """Mean column of the ink in ``rows`` (``ink``: bool mask)."""
-    ys, xs = np.nonzero(ink[rows])
+    xs = np.nonzero(ink[rows])[1]
     return float(xs.mean()) if xs.size else ink.shape[1] / 2
 
 
