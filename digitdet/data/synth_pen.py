@@ -109,14 +109,15 @@ def is_idx_package(folder: str | Path) -> bool:
 
 def _read_idx(path: Path, magic: int, shape: tuple[int, ...]) -> np.ndarray:
     """An IDX array (big-endian header: magic, then one count per axis) of uint8 values."""
-    data = (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")).read()
+    with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
+        data = f.read()
     header = 4 * (1 + len(shape) + 1)
     if len(data) < header or int.from_bytes(data[:4], "big") != magic:
         raise ValueError(f"{path}: not an MNIST IDX file (expected magic number {magic})")
     dims = [int.from_bytes(data[4 * i:4 * i + 4], "big") for i in range(1, 2 + len(shape))]
     if tuple(dims[1:]) != shape or len(data) - header != int(np.prod(dims)):
-        raise ValueError(f"{path}: {dims[0]} items of {tuple(dims[1:])} in a header of {len(data)} bytes; "
-                         f"expected items of {shape} filling the file")
+        raise ValueError(f"{path}: its header says {dims[0]} items of {tuple(dims[1:])} in a file of {len(data)} "
+                         f"bytes; expected items of {shape} that fill the file (truncated or not MNIST?)")
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
