@@ -162,6 +162,18 @@ def test_continental_pens_flag_and_foot_their_1s_and_cross_their_7s(bank, monkey
         assert (mask[0] >= 128).any() and (mask[-1] >= 128).any() and (mask[:, 0] >= 128).any() and (mask[:, -1] >= 128).any()
 
 
+def test_a_slanted_1s_flag_turns_with_its_stem():
+    canvas = np.zeros((60, 60), np.uint8)
+    cv2.line(canvas, (40, 5), (24, 54), 255, 4)  # a 1 leaning right, 50 px tall
+    out = synth_pen.add_strokes(canvas, {"flag": (0.4, 40.0)}) >= 128
+    pad = canvas.shape[0] // 2
+    stem = np.pad(canvas, pad) >= 128
+    rows = range(pad + 8, pad + 16)  # a fifth of the way down: beside the stem, left of it
+    reach = [np.flatnonzero(stem[r]).min() - np.flatnonzero(out[r]).min() for r in rows]
+    assert min(reach) >= 6  # the flag stands clear of the stem, it does not run along it
+    assert not out[:np.flatnonzero(stem.any(axis=1))[0]].any()  # and goes down from the top, not up
+
+
 def test_curling_pens_turn_their_9s_tail_to_the_left(bank, monkeypatch):
     shares = [bool(synth_pen._curl(k, "9")) for k in range(synth_pen.N_PENS)]
     assert abs(np.mean(shares) - synth_pen.CURL_P) < 0.06

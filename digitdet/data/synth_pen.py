@@ -32,6 +32,7 @@ import functools
 import gzip
 import io
 import json
+import math
 import os
 import zlib
 from pathlib import Path
@@ -215,10 +216,10 @@ def _continental(k: int, char: str) -> dict:
     rng = np.random.default_rng(zlib.crc32(f"pen:{k}:continental".encode()))
     if rng.random() >= CONTINENTAL_P:
         return {}
-    flag, foot, cross = rng.uniform(0.2, 0.38), rng.uniform(0.12, 0.26), rng.uniform(0.14, 0.24)
-    drop, bar_at, foot_p = rng.uniform(0.12, 0.3), rng.uniform(0.45, 0.62), rng.random()
+    flag, foot, cross = rng.uniform(0.25, 0.45), rng.uniform(0.12, 0.26), rng.uniform(0.14, 0.24)
+    angle, bar_at, foot_p = rng.uniform(30.0, 50.0), rng.uniform(0.45, 0.62), rng.random()
     if char == "1":
-        return {"flag": (flag, drop), "foot": foot if foot_p < 0.6 else 0.0}
+        return {"flag": (flag, angle), "foot": foot if foot_p < 0.6 else 0.0}
     if char == "7":
         return {"cross": (cross, bar_at)}
     return {}
@@ -262,9 +263,14 @@ def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
         cv2.line(canvas, (int(round(p[0])), int(round(p[1]))), (int(round(q[0])), int(round(q[1]))),
                  255, width, cv2.LINE_AA)
 
-    if "flag" in strokes:  # from the top of the stem down to the left
-        (length, drop), x = strokes["flag"], _ink_centre(ink, slice(top, top + tip))
-        line((x, top + width / 2), (x - length * h, top + drop * h))
+    if "flag" in strokes:  # from the top of the stem, turned ``angle`` degrees left of the stem
+        (length, angle), x = strokes["flag"], _ink_centre(ink, slice(top, top + tip))
+        # the stem's direction, top to foot: a slanted 1 turns its flag with it, so the flag
+        # never runs along the stem and vanishes into it
+        dx, dy = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1)) - x, float(h)
+        norm, turn = math.hypot(dx, dy), math.radians(angle)
+        fx, fy = (dx * math.cos(turn) - dy * math.sin(turn)) / norm, (dx * math.sin(turn) + dy * math.cos(turn)) / norm
+        line((x, top + width / 2), (x + length * h * fx, top + width / 2 + length * h * fy))
     if strokes.get("foot"):  # centred under the stem
         x, y = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1)), bottom - width / 2
         line((x - strokes["foot"] * h, y), (x + strokes["foot"] * h, y))
