@@ -209,6 +209,33 @@ def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
         assert fragment[0] < work[0] < fragment[2] - 1.0  # the neighbour's digit is cut by its edge
 
 
+def test_a_narrow_tall_turned_crop_still_gets_a_camera():
+    # seed 27's train pictures 1983 and 22585 stopped `digitdet synth`: a cut first digit and a
+    # neighbour's sliver leave a crop ~30 px wide under margins of 4 digit heights; turned by
+    # 12 degrees and sheared, it sees a window over twice its width even with no perspective
+    from digitdet.data import synth_geometry as geo
+    from digitdet.data.synth_scene import layout_number
+    from digitdet.data.synth_style import sample_style
+    from digitdet.data.synthetic import MAX_REGION_FACTOR, _plan
+
+    rng = np.random.default_rng(27)
+    wide = 0
+    for _ in range(8):
+        style = sample_style(rng)
+        style.digits, style.gaps, style.jitter = [3, 0], [0.08], [0.0, 0.0]
+        style.distractors.update(cut="left", fragment="right", letter="")
+        style.rotation_deg, style.shear, style.yaw, style.pitch = -12.0, 0.25, -0.24, 0.0
+        style.margins = (8.3, 4.0, 8.5, 4.1)
+        glyphs, H = layout_number(rng, style)
+        T, work, region, _ = _plan(rng, style, glyphs, H)
+        wide += region[2] - 5 > MAX_REGION_FACTOR * work[0] + H  # the window the old check refused
+        # no perspective blow-up: the window is the crop turned, at most its diagonal across
+        assert max(region[2:]) - 5 <= np.hypot(*work) + 1.0
+        first = geo.bounds(geo.apply(T, glyphs[0].rim_points()))
+        assert first[0] < 0 < first[2]  # the first digit is still cut by the left edge
+    assert wide == 8  # the case is exercised, not avoided
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_a_neighbours_fragment_shows_at_most_three_tenths_of_its_digit(side):
     # unlabelled, so it must not be readable: showing 0.38-0.45 of a digit, it was read as that
