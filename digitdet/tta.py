@@ -40,6 +40,21 @@ class View:
 DEFAULT_VIEWS = (View(0.8), View(1.0), View(1.25), View(1.0, (4, 4)))
 
 
+def views_from_scales(text: str) -> tuple[View, ...]:
+    """Views for ``--tta-scales``: comma-separated factors of the model's input scale, e.g.
+    ``"0.875,1"`` (no shift). Raises ValueError naming the bad entry."""
+    views = []
+    for part in text.split(","):
+        try:
+            scale = float(part)
+        except ValueError:
+            raise ValueError(f"--tta-scales: {part.strip()!r} is not a number (expected e.g. 0.875,1)") from None
+        if not 0.25 <= scale <= 4.0:
+            raise ValueError(f"--tta-scales: {scale:g} is outside 0.25-4 times the input scale")
+        views.append(View(scale))
+    return tuple(views)
+
+
 def _resize_factor(height: int, width: int, min_size: int, max_size: int) -> float:
     """torchvision's resize factor for an image (short side -> min_size, long side capped at max_size)."""
     return min(min_size / min(height, width), max_size / max(height, width))

@@ -55,3 +55,32 @@ def test_shift_is_given_in_model_pixels():
     assert _crop_offset(40, 100, View(1.0, (4, 4)), 80, 1000) == (2, 2)
     assert _crop_offset(40, 100, View(1.0, (0, 0)), 80, 1000) == (0, 0)
     assert _crop_offset(8, 8, View(1.0, (400, 400)), 8, 8) == (2, 2)  # never more than a quarter
+
+
+def test_tta_scales_are_parsed_and_bad_ones_are_named():
+    from digitdet.tta import views_from_scales
+
+    assert views_from_scales("0.875, 1") == (View(0.875), View(1.0))
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        views_from_scales("1,x")
+    with pytest.raises(ValueError, match="outside 0.25-4"):
+        views_from_scales("0")
+
+
+def test_predict_and_evaluate_read_at_the_scales_asked(tiny_data, tmp_path, capsys):
+    # one view at the input scale reads what plain reading reads; another scale reads otherwise
+    # or the same, but through the TTA path (its pred.json's boxes are fused, so they differ)
+    from digitdet.cli import main
+    from digitdet.io import read_json
+
+    args = ["--images", str(tiny_data / "test"), "--quiet", "--workers", "0", "--threads", "1"]
+    assert main(["predict", *args, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["predict", *args, "--out", str(tmp_path / "one"), "--tta-scales", "1"]) == 0
+    assert main(["predict", *args, "--out", str(tmp_path / "two"), "--tta-scales", "0.75,1.25"]) == 0
+    plain, one, two = (read_json(tmp_path / d / "pred.json") for d in ("plain", "one", "two"))
+    assert (tmp_path / "one" / "pred.csv").read_text() == (tmp_path / "plain" / "pred.csv").read_text()
+    assert len(one) == len(plain) > 0 and two != plain
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(tiny_data), "--split", "valid", "--quiet", "--workers", "0",
+                 "--threads", "1", "--tta-scales", "1,y"]) == 2
+    assert "'y' is not a number" in capsys.readouterr().err

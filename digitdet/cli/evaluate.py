@@ -16,7 +16,7 @@ from digitdet.inference import (SCALE_FACTORS, decoder_of_predictions, folder_lo
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
 from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
 from digitdet.report import write_evaluation_pictures
-from digitdet.tta import tta_detector
+from digitdet.tta import DEFAULT_VIEWS, tta_detector, views_from_scales
 from digitdet.zoom import reading_detector
 
 log = logging.getLogger("digitdet")
@@ -41,6 +41,8 @@ def add_parser(sub, name):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--csv", help="score the numbers of this pred.csv (e.g. an ensemble's) instead of decoding boxes")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (see `predict --tta`)")
+    p.add_argument("--tta-scales", metavar="S[,S...]",
+                   help="test-time augmentation at these factors of the input scale only (see `predict --tta-scales`)")
     p.add_argument("--plots", help="write PR curves, confusion matrix and worst numbers here "
                                    "(default with --weights: WEIGHTS_FOLDER/eval_SPLIT; off otherwise)")
     add_device(p)
@@ -50,6 +52,7 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     setup(args)
+    args.tta = args.tta or bool(args.tta_scales)
     images_dir, ann = split_paths(args.data, args.split)
     if ann is None:
         raise FileNotFoundError(f"no annotations for split {args.split!r} in {args.data}")
@@ -89,7 +92,8 @@ def _run_model(args, images_dir):
     device = resolve_device(args.device)
     model, cfg, _ = load_detector(args.weights, device, args.overrides)
     _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
-    detect = reading_detector(model, cfg, device, tta_detector(model, device) if args.tta else None)
+    views = views_from_scales(args.tta_scales) if args.tta_scales else DEFAULT_VIEWS
+    detect = reading_detector(model, cfg, device, tta_detector(model, device, views) if args.tta else None)
     out = predict_batches(model, loader, device, progress=not args.quiet, desc="evaluate", detect=detect)
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}
     return metrics, out["detections"], cfg
