@@ -55,6 +55,13 @@ def views_from_scales(text: str) -> tuple[View, ...]:
     return tuple(views)
 
 
+def requested_views(tta: bool, scales: str | None) -> tuple[View, ...] | None:
+    """The views ``--tta`` (DEFAULT_VIEWS) or ``--tta-scales S,...`` ask for; None: plain reading."""
+    if scales:
+        return views_from_scales(scales)
+    return DEFAULT_VIEWS if tta else None
+
+
 def _resize_factor(height: int, width: int, min_size: int, max_size: int) -> float:
     """torchvision's resize factor for an image (short side -> min_size, long side capped at max_size)."""
     return min(min_size / min(height, width), max_size / max(height, width))

@@ -16,7 +16,7 @@ from digitdet.inference import (SCALE_FACTORS, decoder_of_predictions, folder_lo
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
 from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
 from digitdet.report import write_evaluation_pictures
-from digitdet.tta import DEFAULT_VIEWS, tta_detector, views_from_scales
+from digitdet.tta import requested_views, tta_detector
 from digitdet.zoom import reading_detector
 
 log = logging.getLogger("digitdet")
@@ -52,7 +52,7 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     setup(args)
-    args.tta = args.tta or bool(args.tta_scales)
+    args.views = requested_views(args.tta, args.tta_scales)
     images_dir, ann = split_paths(args.data, args.split)
     if ann is None:
         raise FileNotFoundError(f"no annotations for split {args.split!r} in {args.data}")
@@ -92,8 +92,7 @@ def _run_model(args, images_dir):
     device = resolve_device(args.device)
     model, cfg, _ = load_detector(args.weights, device, args.overrides)
     _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
-    views = views_from_scales(args.tta_scales) if args.tta_scales else DEFAULT_VIEWS
-    detect = reading_detector(model, cfg, device, tta_detector(model, device, views) if args.tta else None)
+    detect = reading_detector(model, cfg, device, tta_detector(model, device, args.views) if args.views else None)
     out = predict_batches(model, loader, device, progress=not args.quiet, desc="evaluate", detect=detect)
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}
     return metrics, out["detections"], cfg
@@ -102,7 +101,7 @@ def _run_model(args, images_dir):
 def _tune(args, images_dir, gt):
     """Choose the reading threshold (and with --tune-scale the input scale) on this split, score
     with them, store them in the weights file's decoder settings; (metrics, detections, cfg)."""
-    if args.tta:
+    if args.views:
         raise ValueError("--tune-decoder with --tta would store a TTA-tuned threshold that plain predict then uses")
     best = tune_reading(args.weights, images_dir, gt, resolve_device(args.device),
                         SCALE_FACTORS if args.tune_scale else (1.0,), args.batch_size,

@@ -10,7 +10,7 @@ from digitdet.cli.common import add_device, setup
 from digitdet.data.images import renamed_images
 from digitdet.inference import load_detector, predict_folder, resolve_device, write_submission
 from digitdet.io import write_image_ids_csv
-from digitdet.tta import DEFAULT_VIEWS, predict_folder_tta, views_from_scales
+from digitdet.tta import predict_folder_tta, requested_views
 
 
 def add_parser(sub, name):
@@ -35,10 +35,9 @@ def add_parser(sub, name):
 def run(args) -> int:
     setup(args)
     device = distributed.init(resolve_device(args.device))  # torchrun: each process predicts a share
-    views = views_from_scales(args.tta_scales) if args.tta_scales else DEFAULT_VIEWS
-    args.tta = args.tta or bool(args.tta_scales)
+    views = requested_views(args.tta, args.tta_scales)
     if args.backend == "onnxruntime" or (args.backend == "auto" and str(args.weights).endswith(".onnx")):
-        if args.tta:
+        if views:
             raise ValueError("--tta needs the torch backend (it rescales the model's input); drop --tta or use a .pt")
         from digitdet.onnx_backend import load_onnx_detector  # optional dependency: the onnx extra
         model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
@@ -47,7 +46,7 @@ def run(args) -> int:
         model, cfg, _ = load_detector(args.weights, device, args.overrides)
     workers = args.workers if args.workers is not None else cfg.workers
     progress = not args.quiet and distributed.is_main()
-    if args.tta:
+    if views:
         out = predict_folder_tta(model, cfg, args.images, device, args.batch_size, workers, progress, views)
     else:
         out = predict_folder(model, cfg, args.images, device, args.batch_size, workers, progress)

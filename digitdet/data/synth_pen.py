@@ -258,6 +258,7 @@ def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
     runs = ink[top + h // 2:bottom + 1].sum(axis=1)
     width = max(1, int(round(float(np.median(runs[runs > 0])))))
     tip = max(1, h // 10)
+    foot_x = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1))  # the stem's lowest ink
 
     def line(p, q):
         cv2.line(canvas, (int(round(p[0])), int(round(p[1]))), (int(round(q[0])), int(round(q[1]))),
@@ -267,13 +268,13 @@ def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
         (length, angle), x = strokes["flag"], _ink_centre(ink, slice(top, top + tip))
         # the stem's direction, top to foot: a slanted 1 turns its flag with it, so the flag
         # never runs along the stem and vanishes into it
-        dx, dy = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1)) - x, float(h)
+        dx, dy = foot_x - x, float(h)
         norm, turn = math.hypot(dx, dy), math.radians(angle)
         fx, fy = (dx * math.cos(turn) - dy * math.sin(turn)) / norm, (dx * math.sin(turn) + dy * math.cos(turn)) / norm
         line((x, top + width / 2), (x + length * h * fx, top + width / 2 + length * h * fy))
     if strokes.get("foot"):  # centred under the stem
-        x, y = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1)), bottom - width / 2
-        line((x - strokes["foot"] * h, y), (x + strokes["foot"] * h, y))
+        y = bottom - width / 2
+        line((foot_x - strokes["foot"] * h, y), (foot_x + strokes["foot"] * h, y))
     if "cross" in strokes:  # through the stem, at its own height
         half, at = strokes["cross"]
         y = top + at * h
@@ -282,9 +283,8 @@ def add_strokes(canvas: np.ndarray, strokes: dict) -> np.ndarray:
     if "tail" in strokes:  # a quadratic curve from the stem's lower part round to the left and up
         (length, rise), lowest = strokes["tail"], bottom - width / 2
         x0 = _ink_centre(ink, slice(bottom - h // 4 - tip + 1, bottom - h // 4 + 1))
-        x1 = _ink_centre(ink, slice(bottom - tip + 1, bottom + 1))
         p0, p1, p2 = (np.array(p, np.float64) for p in (
-            (x0, bottom - h / 4), (x1, lowest + 0.04 * h), (x1 - length * h, lowest - rise * h)))
+            (x0, bottom - h / 4), (foot_x, lowest + 0.04 * h), (foot_x - length * h, lowest - rise * h)))
         t = np.linspace(0.0, 1.0, 12)[:, None]
         curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
         for p, q in zip(curve[:-1], curve[1:]):
