@@ -133,6 +133,34 @@ def test_transforms_never_flip(tiny_data):
             assert x == sorted(x) and t["labels"].tolist() == raw["labels"].tolist()
 
 
+def test_grey_is_refused_where_a_digit_differs_from_its_plate_in_colour_only():
+    # purple on green has about the same luminance: in grey the digit is gone, yet labelled
+    from torchvision import tv_tensors
+
+    from digitdet.data.transforms import GreyKeepingDigits
+
+    def photo(ink, plate):
+        img = torch.empty(3, 40, 60, dtype=torch.uint8)
+        img[:] = torch.tensor(plate, dtype=torch.uint8)[:, None, None]
+        img[:, 10:30, 20:26] = torch.tensor(ink, dtype=torch.uint8)[:, None, None]  # a 1's stem
+        return tv_tensors.Image(img)
+
+    boxes = tv_tensors.BoundingBoxes([[16.0, 8.0, 30.0, 32.0]], format="XYXY", canvas_size=(40, 60))
+    grey = GreyKeepingDigits(p=1.0)
+    target = {"boxes": boxes, "labels": torch.tensor([2])}
+    vivid, plain = photo((150, 40, 170), (60, 140, 40)), photo((20, 20, 20), (230, 220, 200))
+    out, t = grey(vivid, target)
+    assert torch.equal(out, vivid) and t is target  # left in colour
+    out, _ = grey(plain, target)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2]) and not torch.equal(out, plain)
+    # the same vivid photo with no digit boxes may go grey; p = 0 never does
+    out, _ = grey(vivid, {"boxes": boxes[:0], "labels": torch.tensor([], dtype=torch.int64)})
+    assert torch.equal(out[0], out[2])
+    assert torch.equal(GreyKeepingDigits(p=0.0)(plain, target)[0], plain)
+    with pytest.raises(ValueError, match="GreyKeepingDigits"):
+        GreyKeepingDigits(p=1.5)
+
+
 def test_crop_around_digits_keeps_every_digit_whole_within_its_margins():
     from PIL import Image
 

@@ -9,8 +9,8 @@ Presets:
   none   - to tensor only (evaluation, prediction)
   light  - colour jitter and small scale/shift
   digits - the default for training: photometric distortion, colour inversion (light digits
-           on dark plates and the reverse), grey, blur, zoom-out (small numbers in big photos),
-           affine (small rotation, shear, scale, shift)
+           on dark plates and the reverse), grey (only where the digits stay visible), blur,
+           zoom-out (small numbers in big photos), affine (small rotation, shear, scale, shift)
 
 Any preset can start with :class:`CropAroundDigits` (``build_transforms(..., crop_digits_p=p)``,
 config ``crop_digits_p``): the view of a photo that zoom-in reading (digitdet/zoom.py) gives the
@@ -35,13 +35,53 @@ def _augmentations(preset: str) -> list:
         return [
             v2.RandomPhotometricDistort(p=0.5),
             v2.RandomInvert(p=0.2),
-            v2.RandomGrayscale(p=0.1),
+            GreyKeepingDigits(p=0.1),
             v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=0.2),
             v2.RandomZoomOut(fill=127, side_range=(1.0, 1.6), p=0.2),
             v2.RandomAffine(degrees=6, translate=(0.06, 0.06), scale=(0.8, 1.2), shear=(-10, 10, -3, 3),
                             fill=127),
         ]
     raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {PRESETS}")
+
+
+class GreyKeepingDigits(torch.nn.Module):
+    """With probability ``p``, the photo in grey (ITU-R 601 luminance, as ``v2.Grayscale``) when
+    every digit keeps at least ``keep`` of its contrast there; else left in colour.
+
+    A digit whose ink and plate differ in colour only (purple on green: the renderer draws such
+    pairs, ``synth_style.VIVID_P``) vanishes in grey, and a plain ``RandomGrayscale`` trained the
+    model on boxes round nothing. Contrast is measured in each box as the spread (standard
+    deviation) of the luminance over that of the colour channels (their root mean variance):
+    1 for grey ink on a grey plate, about 0.2 for purple on green. A ``v2`` transform of
+    ``(image, target)`` (uint8 or float image tensor, ``target["boxes"]`` xyxy); draws from
+    torch's RNG once per call, as ``RandomGrayscale`` does.
+    """
+
+    WEIGHTS = (0.2989, 0.587, 0.114)
+
+    def __init__(self, p: float, keep: float = 0.5):
+        super().__init__()
+        if not 0 <= p <= 1 or not 0 <= keep <= 1:
+            raise ValueError(f"GreyKeepingDigits needs 0 <= p <= 1 and 0 <= keep <= 1, got {p}, {keep}")
+        self.p, self.keep = p, keep
+
+    def keeps_digits(self, image: torch.Tensor, boxes: torch.Tensor) -> bool:
+        """True when every box of ``boxes`` (xyxy) keeps ``keep`` of its contrast in grey."""
+        height, width = image.shape[-2:]
+        for x1, y1, x2, y2 in boxes.round().int().tolist():
+            patch = image[:3, max(0, y1):min(height, y2), max(0, x1):min(width, x2)].float().flatten(1)
+            if patch.shape[1] < 4:
+                continue
+            colour = patch.var(dim=1).mean().sqrt()
+            grey = (torch.tensor(self.WEIGHTS)[:, None] * patch).sum(0).std()
+            if colour > 0 and grey < self.keep * colour:
+                return False
+        return True
+
+    def forward(self, image, target):
+        if float(torch.rand(())) >= self.p or not self.keeps_digits(image, target["boxes"]):
+            return image, target
+        return v2.functional.rgb_to_grayscale(image, num_output_channels=3), target
 
 
 class CropAroundDigits(torch.nn.Module):
