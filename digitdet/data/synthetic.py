@@ -22,8 +22,10 @@ How one sample is made (each stage is a module named after it):
 Boxes are tight around each digit's ink (mask pixels at least half covered) mapped through
 the same homography and scaling as the picture, never the font's advance box. A digit cut by
 the image edge keeps the box of its visible part, or is dropped when less than half of its
-ink is visible. Determinism: a sample depends only on its rng (and on the installed fonts,
-see ``synth_fonts``); a dataset only on ``seed``, whatever ``workers`` is.
+ink is visible; the crop never leaves it showing between MAX_SLIVER_INK and half of its ink,
+nor a neighbour's unlabelled fragment more than MAX_SLIVER_INK of its ink. Determinism: a
+sample depends only on its rng (and on the installed fonts, see ``synth_fonts``); a dataset
+only on ``seed``, whatever ``workers`` is.
 """
 from __future__ import annotations
 
