@@ -102,7 +102,8 @@ def _tune(args, images_dir, gt):
     """Choose the reading threshold (and with --tune-scale the input scale) on this split, score
     with them, store them in the weights file's decoder settings; (metrics, detections, cfg)."""
     if args.views:
-        raise ValueError("--tune-decoder with --tta would store a TTA-tuned threshold that plain predict then uses")
+        raise ValueError("--tune-decoder with --tta or --tta-scales would store a TTA-tuned threshold "
+                         "that plain predict then uses")
     best = tune_reading(args.weights, images_dir, gt, resolve_device(args.device),
                         SCALE_FACTORS if args.tune_scale else (1.0,), args.batch_size,
                         args.workers, args.overrides, not args.quiet)

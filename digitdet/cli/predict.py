@@ -38,7 +38,8 @@ def run(args) -> int:
     views = requested_views(args.tta, args.tta_scales)
     if args.backend == "onnxruntime" or (args.backend == "auto" and str(args.weights).endswith(".onnx")):
         if views:
-            raise ValueError("--tta needs the torch backend (it rescales the model's input); drop --tta or use a .pt")
+            raise ValueError("--tta and --tta-scales need the torch backend (they rescale the model's input); "
+                             "drop them or use a .pt")
         from digitdet.onnx_backend import load_onnx_detector  # optional dependency: the onnx extra
         model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
         device = torch.device("cpu")

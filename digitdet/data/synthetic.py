@@ -78,8 +78,8 @@ def _camera(style: Style, glyphs: list[Glyph], H: float, yaw: float, pitch: floa
 
 
 def _ink_x(G: np.ndarray, g: Glyph) -> np.ndarray:
-    """Sorted x of ``g``'s ink pixels in warped pixels (camera ``G``)."""
-    return np.sort(geo.apply(G, g.ink_points())[:, 0])
+    """x of ``g``'s ink pixels in warped pixels (camera ``G``)."""
+    return geo.apply(G, g.ink_points())[:, 0]
 
 
 def _crop(rng, style: Style, glyphs: list[Glyph], boxes: list[np.ndarray], G: np.ndarray) -> np.ndarray:

@@ -57,13 +57,12 @@ class GreyKeepingDigits(torch.nn.Module):
     torch's RNG once per call, as ``RandomGrayscale`` does.
     """
 
-    WEIGHTS = (0.2989, 0.587, 0.114)
-
     def __init__(self, p: float, keep: float = 0.5):
         super().__init__()
         if not 0 <= p <= 1 or not 0 <= keep <= 1:
             raise ValueError(f"GreyKeepingDigits needs 0 <= p <= 1 and 0 <= keep <= 1, got {p}, {keep}")
         self.p, self.keep = p, keep
+        self.weights = torch.tensor([0.2989, 0.587, 0.114])[:, None]  # luminance, as v2.Grayscale
 
     def keeps_digits(self, image: torch.Tensor, boxes: torch.Tensor) -> bool:
         """True when every box of ``boxes`` (xyxy) keeps ``keep`` of its contrast in grey."""
@@ -73,7 +72,7 @@ class GreyKeepingDigits(torch.nn.Module):
             if patch.shape[1] < 4:
                 continue
             colour = patch.var(dim=1).mean().sqrt()
-            grey = (torch.tensor(self.WEIGHTS)[:, None] * patch).sum(0).std()
+            grey = (self.weights * patch).sum(0).std()
             if colour > 0 and grey < self.keep * colour:
                 return False
         return True
