@@ -38,12 +38,12 @@ class Config:
     pretrain_max_images: int = 0  # crops from the first N training images only (0 = all)
     # Backbone stages that train (0-5: layer4..layer1, conv1); only with pretrained weights,
     # which include the backbone pre-trained by pretrain_epochs (the recipes train all: freezing
-    # conv1 + layer1 after pre-training ended the 60-minute benchmark worse, README).
+    # conv1 + layer1 after pre-training ended the 60-minute benchmark worse, docs/results.md).
     trainable_layers: int = 5
     # Which ResNet stages (1-4) feed the FPN; stage k has stride 2**(k+1). torchvision's RoI
     # pooler takes every box under 112 px from the finest map, so its stride decides how many
     # cells a digit spans: stages 1-2 (strides 4, 8) read far better than 2-3 in the recipes
-    # (README "One pass, one change"); stages after the last one listed are not run.
+    # (docs/results.md "One pass, one change"); stages after the last one listed are not run.
     returned_layers: list = field(default_factory=lambda: [2, 3, 4])
     fpn_channels: int = 128  # FPN width; 256 in torchvision, 128 halves head cost
     fpn_extra_pool: bool = False  # add torchvision's max-pooled extra level (needs one more anchor level)
@@ -78,12 +78,12 @@ class Config:
     box_nms_thresh: float = 0.5  # per-class NMS inside the model
     box_detections_per_img: int = 30
     # Inference only: each detection's box is pooled again and regressed once more from itself,
-    # this many times (0 = torchvision's single regression from the proposal; README "Box refinement").
+    # this many times (0 = torchvision's single regression from the proposal; docs/results.md "Box refinement").
     box_refine: int = 0
     representation_size: int = 256  # width of the two-layer box head (torchvision: 1024)
     # RoIAlign samples per 7x7 bin side (torchvision: 2). A digit RoI covers only a few cells of a
     # stride-8 map, so 1 loses little, and it halves RoIAlign's backward: the single biggest op of a
-    # CPU training step at digit scale (torch.profiler; README "Speed").
+    # CPU training step at digit scale (torch.profiler; docs/results.md "Speed").
     roi_sampling_ratio: int = 2
     # Learn letters beside the number ("25D": the image entry's "letter_boxes", which the
     # synthetic renderer writes) as a class of their own, which the model drops from its
@@ -92,14 +92,14 @@ class Config:
     # Feature maps and conv weights in channels-last (NHWC) memory: on a CPU the training RoI
     # pooling reads the maps as rows of channels without a copy, and oneDNN's convolutions skip
     # their layout reorders (1.00-1.23x training images/s in probes, 1.12-1.26x reading; the
-    # 60-minute benchmark took as many steps as before: README "Speed"). Numerics are unchanged
+    # 60-minute benchmark took as many steps as before: docs/results.md "Speed"). Numerics are unchanged
     # up to float rounding; checkpoints load into either layout.
     channels_last: bool = True
     # The padded batch's sides are rounded up to a multiple of this (torchvision's 32 suits
     # backbones down to stride 32, and stays the fallback, so checkpoints without the key read
     # as they were trained). The default recipe's deepest map has stride 8, and 8 there cut
     # padding (aspect-sorted batches at 64 px: 78% photo at 32, 87% at 8): 1.06-1.08x training
-    # images/s on one thread (README "Speed"); the bundle read equally either way.
+    # images/s on one thread (docs/results.md "Speed"); the bundle read equally either way.
     size_divisible: int = 32
     box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
     smooth_l1_beta: float = 1.0 / 9  # torchvision's value
@@ -112,7 +112,7 @@ class Config:
     # Training batches cut from pools of group_batches x batch_size samples sorted by aspect ratio,
     # so a batch pads its images little (1 = random batches, as torchvision's plain loader; the
     # seeds' setup). Random batches of digit photos were 56% padding, pools of 8 batches 22%:
-    # 1.1-1.7x training images/s on a CPU, 1.8x the steps in the 60-minute benchmark (README "Speed").
+    # 1.1-1.7x training images/s on a CPU, 1.8x the steps in the 60-minute benchmark (docs/results.md "Speed").
     group_batches: int = 8
     # ---- optimisation --------------------------------------------------------------------
     epochs: int = 12
@@ -170,7 +170,7 @@ class Config:
     # Zoom-in reading (digitdet/zoom.py): photos whose digits are small (median height under
     # zoom_below x the short side; pass 1's digits scoring >= zoom_score) are read again on a crop
     # reaching zoom_margin digit heights beyond them. +2.9 to +5.0 points of test accuracy for the
-    # bundled model on five synthetic sets at ~1.5x the reading time (README, "Zoom-in reading").
+    # bundled model on five synthetic sets at ~1.5x the reading time (docs/results.md, "Zoom-in reading").
     zoom_read: bool = True
     zoom_score: float = 0.3
     zoom_below: float = 0.45
@@ -178,7 +178,7 @@ class Config:
     # Second look (torch backend): photos where pass 1 finds no digit scoring >= zoom_score are
     # read again whole at this many times the input scale, and the more confident look is kept;
     # 0 = off. +0.0 to +0.6 points of accuracy and +0.1 to +0.5 of mAP for the bundle on seven
-    # synthetic sets (README "Zoom-in reading"). An exported ONNX graph's input scale is frozen,
+    # synthetic sets (docs/results.md "Zoom-in reading"). An exported ONNX graph's input scale is frozen,
     # so that backend skips it.
     zoom_empty_scale: float = 2.0
     eval_batch_size: int = 32

@@ -18,7 +18,7 @@ is left out. Digits scoring >= ``score_thresh`` are read; then any box scoring >
 joins them when it sits next to one of them on its line (:func:`_on_line`), and when no digit
 reaches ``score_thresh`` the best box scoring >= ``line_thresh`` starts the line. Tuned on
 valid with :func:`tune_decoder`, it read 1.7-3.3 points more numbers of three synthetic test
-sets for the 60-minute model, 0.2-1.6 more of seven for the bundled one (README, "Line reading").
+sets for the 60-minute model, 0.2-1.6 more of seven for the bundled one (docs/results.md, "Line reading").
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ NO_NUMBER = "-1"  # Task 2's label for an image where no digit is found
 # Line reading: a box joins the digits read when, against one of them, its height is within
 # LINE_HEIGHT_RATIO of that digit's, its vertical centre within LINE_CENTRE_OFFSET of that
 # digit's height, and the horizontal gap between the two at most LINE_GAP of that height
-# (measured on synthetic numbers, README "Line reading"). Against the nearest digit rather
+# (measured on synthetic numbers, docs/results.md "Line reading"). Against the nearest digit rather
 # than the whole line's median, so a number stepped along a slope stays one line.
 LINE_HEIGHT_RATIO = 1.3
 LINE_CENTRE_OFFSET = 0.35

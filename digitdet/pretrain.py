@@ -100,7 +100,7 @@ def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
     classification layer is left out there). ``stages`` < 4 (ResNets only) keeps only the
     first residual stages (for the default detector, ``max(returned_layers)`` = 2) and
     classifies from the last one's pooled features: about half the time, but a weaker start
-    for the detector than the whole classifier gives (README, "Backbone pre-training").
+    for the detector than the whole classifier gives (docs/results.md, "Backbone pre-training").
     """
     if backbone in RESNETS:
         if not 1 <= stages <= 4:

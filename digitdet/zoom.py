@@ -3,7 +3,7 @@
 The detector reads a photo at one input scale (its short side resized to ``min_size``), so a
 number that fills a small part of a large photo reaches the model a few pixels tall. With the
 bundled model on 1,000 synthetic test photos, numbers whose digits were under 15% of the
-photo's short side were read 35% of the time, against 95% at 30-45% (README, "Zoom-in reading").
+photo's short side were read 35% of the time, against 95% at 30-45% (docs/results.md, "Zoom-in reading").
 
 1. Pass 1 runs the detector on the whole photo.
 2. Where it finds digits (score >= ``zoom_score``) whose median height is under ``zoom_below``

@@ -19,7 +19,7 @@ def add_parser(sub, name):
     p.add_argument("--stages", type=int, default=4,
                    help="ResNet residual stages to train (1-4). 4 (default): the whole classifier, whose deeper "
                         "stages the default detector drops but which teach its first two better; 2: only the "
-                        "stages the default detector keeps, in about half the time (README: a weaker start)")
+                        "stages the default detector keeps, in about half the time (docs/results.md: a weaker start)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--workers", type=int, default=2)

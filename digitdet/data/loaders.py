@@ -49,7 +49,7 @@ def train_loader(dataset, sampler: EpochSampler, batch_size: int, workers: int, 
     sampler's order and splits each pool, sorted by the aspect ratio of its augmented images,
     into batches (:func:`aspect_sorted_batches`). A batch is padded to its largest image, and
     random batches of digit photos (64 px tall, 64-224 px wide) are more than half padding;
-    sorted pools of 8 batches cut that to about a fifth (README "Speed"). Every process sorts
+    sorted pools of 8 batches cut that to about a fifth (docs/results.md "Speed"). Every process sorts
     its pool the same way, so under torchrun the ranks' batches of a step cost about the same.
     A sampler ``skip`` inside a pool (a resumed run) reads the whole pool again and drops the
     batches already done, so the batches are those an uninterrupted run makes.

@@ -3,7 +3,7 @@
 Outline fonts and the stroke writers of ``synth_strokes`` draw digits people design; people
 writing a number by hand draw others (a 4 closed or open, a 7 crossed, a 1 with a flag, loops
 that do not close). A model trained on fonts and skeletons alone read handwritten numbers at
-0.65 where a person reads ~0.95 (README, "Numbers drawn by other means"). This module lets the
+0.65 where a person reads ~0.95 (docs/results.md, "Numbers drawn by other means"). This module lets the
 renderer write with real pen strokes: MNIST's 28x28 digits, each about 20 px tall and centred
 by its mass, scanned from NIST's forms (hundreds of writers).
 

@@ -57,7 +57,7 @@ STYLE_WEIGHT = {"sans": 1.0, "bold": 1.0, "condensed": 1.0, "serif": 0.7, "serif
 MARKER_WEIGHT = 9.0
 # "pen" is the weight of all real pen writers of synth_pen together (about 12% of samples when
 # its MNIST bank is installed, none without it): stroke skeletons alone left handwriting read at
-# 0.65 (README, "Numbers drawn by other means").
+# 0.65 (docs/results.md, "Numbers drawn by other means").
 PEN_WEIGHT = 8.0
 HAND_STYLES = ("handwritten", "marker", "pen")
 
@@ -76,7 +76,7 @@ VIVID_MIN_DISTANCE = 120.0
 # SOFT_HEIGHT px of detail (their height after a detour through a lower resolution), whatever
 # their size in the photo. Blur and `lowres` alone keep a 40-px digit sharp to ~16 px; an
 # upscaled phone crop or a focus miss does not, and the bundle read such pictures worse
-# (README, "The eighth step" under "The bundled model").
+# (docs/results.md, "The eighth step" under "The bundled model").
 SOFT_P = 0.1
 SOFT_HEIGHT = (8.0, 14.0)
 METALS = np.array([[190, 150, 70], [200, 200, 205], [150, 110, 60], [60, 60, 60]], dtype=np.float64)

@@ -51,7 +51,7 @@ COCO_FILE = {"train": "train.json", "valid": "valid.json", "test": "test_gt.json
 MIN_VISIBLE = 0.5        # a digit cut by the edge is labelled while this much of its ink shows
 # A neighbour's fragment (unlabelled) shows at most this much of its ink, and a cut digit either
 # at least MIN_VISIBLE (labelled) or at most this (a sliver): between the two, an unlabelled digit
-# can still be read (README, "A by-eye audit of the errors").
+# can still be read (docs/results.md, "A by-eye audit of the errors").
 MAX_SLIVER_INK = 0.3
 MAX_OUTPUT = (520, 320)  # largest output picture (width, height) in px, about real SVHN's p99
 MAX_REGION_FACTOR = 2.0  # scene window may be at most this many times the crop (else less tilt)
