@@ -209,6 +209,28 @@ def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
         assert fragment[0] < work[0] < fragment[2] - 1.0  # the neighbour's digit is cut by its edge
 
 
+def test_neighbouring_glyphs_keep_their_ink_apart():
+    # gaps come from real SVHN's loose boxes; drawn between tight boxes they let two bare 1s
+    # overlap into one stroke labelled "11" (seed 24's valid pictures 955, 1424 and 1436)
+    from digitdet.data.synth_scene import MIN_INK_GAP, ink_clearance, layout_number
+    from digitdet.data.synth_style import sample_style
+
+    rng = np.random.default_rng(31)
+    pairs = 0
+    for k in range(60):
+        style = sample_style(rng)
+        if k % 2:  # every other: 1s, the narrowest digits, at the tightest gap drawn
+            style.digits = [1] * len(style.digits) + [1]
+            style.gaps, style.jitter = [-0.15] * (len(style.digits) - 1), [0.0] * len(style.digits)
+        style.distractors.update(letter="B" if k % 3 == 0 else "", fragment="right" if k % 5 == 0 else "")
+        glyphs, H = layout_number(rng, style)
+        floor = MIN_INK_GAP * H / style.x_scale
+        for left, right in zip(glyphs, glyphs[1:]):
+            assert ink_clearance(left, right) >= floor, (k, left.role, right.role)
+            pairs += 1
+    assert pairs > 100
+
+
 def test_a_narrow_tall_turned_crop_still_gets_a_camera():
     # seed 27's train pictures 1983 and 22585 stopped `digitdet synth`: a cut first digit and a
     # neighbour's sliver leave a crop ~30 px wide under margins of 4 digit heights; turned by

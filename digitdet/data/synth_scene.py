@@ -20,6 +20,12 @@ from digitdet.data.synth_style import PALETTE, Style
 # Glyphs are drawn about this many times larger than in the output, then shrunk (anti-aliasing).
 SUPERSAMPLE = 1.0
 MIN_SCENE_HEIGHT = 24
+# Neighbouring glyphs keep their ink at least this many digit heights apart (in the output's
+# aspect) on every row they share. The gaps are drawn from real SVHN's box gaps, and real boxes
+# are loose (by about 0.06 of the height a side on the real sample), so tight boxes drawn at
+# those gaps put ink closer than real numbers do: before this floor a ninth of neighbouring
+# digits overlapped in some row, and two bare 1s could merge into one stroke labelled "11".
+MIN_INK_GAP = 0.04
 
 
 @dataclass
@@ -44,18 +50,33 @@ class Glyph:
             self._local = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
         return self._local + (self.x, self.y)
 
+    def row_extents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, left, right): the mask rows with ink (at least half covered) and the first and
+        last ink column in each."""
+        ink = self.mask >= 128
+        rows = np.flatnonzero(ink.any(axis=1))
+        return rows, ink[rows].argmax(axis=1), ink.shape[1] - 1 - ink[rows, ::-1].argmax(axis=1)
+
     def rim_points(self) -> np.ndarray:
         """The leftmost and rightmost of ``ink_points`` in each row: a few dozen points instead
         of thousands with the same convex hull (a hull corner is extreme in its row), so through
         any homography that keeps the glyph in front of the camera they give the same bounds."""
         if self._rims is None:
-            ink = self.mask >= 128
-            rows = np.flatnonzero(ink.any(axis=1))
-            left = ink[rows].argmax(axis=1)
-            right = ink.shape[1] - 1 - ink[rows, ::-1].argmax(axis=1)
+            rows, left, right = self.row_extents()
             xs, ys = np.concatenate([left, right]) + 0.5, np.concatenate([rows, rows]) + 0.5
             self._rims = np.stack([xs, ys], axis=1).astype(np.float64)
         return self._rims + (self.x, self.y)
+
+
+def ink_clearance(left: Glyph, right: Glyph) -> float:
+    """Smallest horizontal distance in px from ``left``'s ink to ``right``'s over the scene rows
+    both have ink in (negative where they overlap; inf when they share no row)."""
+    rows_l, _, last_l = left.row_extents()
+    rows_r, first_r, _ = right.row_extents()
+    _, il, ir = np.intersect1d(rows_l + int(left.y), rows_r + int(right.y), return_indices=True)
+    if not len(il):
+        return float("inf")
+    return float(np.min((right.x + first_r[ir]) - (left.x + last_l[il] + 1)))
 
 
 def _stencil(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -159,7 +180,22 @@ def layout_number(rng: np.random.Generator, style: Style) -> tuple[list[Glyph], 
     x0 = glyphs[0].x + glyphs[0].mask.shape[1] / 2
     for g in glyphs:  # stepping: upright glyphs climb or descend along the slanted line
         g.y = round(g.y + step * (g.x + g.mask.shape[1] / 2 - x0) * style.x_scale)
+    _keep_ink_apart(glyphs, MIN_INK_GAP * H / style.x_scale, step * style.x_scale)
     return glyphs, H
+
+
+def _keep_ink_apart(glyphs: list[Glyph], floor: float, climb: float) -> None:
+    """In place: move glyphs right (and ``climb`` px up or down per px, along the slanted line)
+    until each one's ink is at least ``floor`` px from its left neighbour's on every shared row.
+    A move shifts the rows the two share, so each pair is checked again, a few times at most."""
+    for i in range(1, len(glyphs)):
+        for _ in range(3):
+            deficit = int(np.ceil(floor - ink_clearance(glyphs[i - 1], glyphs[i])))
+            if deficit <= 0:
+                break
+            for g in glyphs[i:]:
+                g.x += deficit
+                g.y = round(g.y + climb * deficit)
 
 
 ROLES = ("digit", "fragment-left", "fragment-right", "letter")
