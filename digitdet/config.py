@@ -26,7 +26,8 @@ class Config:
     # resnet18_fpn | resnet34_fpn | resnet50_fpn | resnet50_fpn_v2 | resnet101_fpn | mobilenet_v3_fpn
     backbone: str = "resnet18_fpn"
     # none (random init, the default here: no downloads) | torchvision (ImageNet/COCO weights,
-    # needs internet) | path/to/weights.pth (a state_dict for the backbone or the whole detector)
+    # needs internet) | bundled (the detector shipped with the package, trained on the renderer's
+    # pictures: fine-tune it on real data) | path/to/weights.pth (a backbone's or a whole detector's)
     pretrained: str = "none"
     # Normalisation layers of the backbone: "bn" (trainable BatchNorm, right from scratch),
     # "gn" (GroupNorm, batch-size independent), "frozen_bn" (torchvision's choice with weights).

@@ -23,11 +23,10 @@ from digitdet.engine import predict_batches
 from digitdet.evaluation import decode_all, detections_to_results
 from digitdet.io import load_checkpoint, read_json, write_json, write_pred_csv, write_pred_json
 from digitdet.metrics import gt_numbers
-from digitdet.models.faster_rcnn import build_model
+from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS, build_model
 from digitdet.zoom import reading_detector
 
 log = logging.getLogger("digitdet")
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "assets" / "digitdet_synth.pt"
 # Input scales `evaluate --tune-scale` tries, as multiples of the training min_size: a model
 # trained at 64 px misses digits that shrink below ~12 px there, and finds them when the image
 # is enlarged a little (bundled model: valid accuracy 0.776 at x1, 0.840 at x1.5).

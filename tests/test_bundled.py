@@ -18,6 +18,18 @@ def test_bundled_model_is_small_and_self_describing():
     assert 0.0 < state["decoder"]["score_thresh"] < 1.0
 
 
+def test_pretrained_bundled_fine_tunes_the_shipped_model_with_the_default_recipe():
+    import torch
+
+    from digitdet.config import load_config
+    from digitdet.models.faster_rcnn import build_model
+
+    shipped = load_checkpoint(BUNDLED_WEIGHTS)["model"]
+    own = build_model(load_config("default", ["pretrained=bundled"])).state_dict()
+    assert set(shipped) <= set(own)
+    assert all(torch.equal(own[k], shipped[k].to(own[k].dtype)) for k in shipped)
+
+
 def test_predict_without_weights_uses_the_bundled_model(tiny_data, tmp_path):
     assert main(["predict", "--images", str(tiny_data / "test"), "--out", str(tmp_path), "--quiet",
                  "--workers", "0"]) == 0

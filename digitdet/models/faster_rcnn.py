@@ -24,6 +24,10 @@ from digitdet.models.roi_align import TrainingRoIAlign
 from digitdet.models.roi_heads import DigitRoIHeads
 from digitdet.models.transform import DigitTransform
 
+# The model shipped with the package: what `predict` reads with when no weights are given, and
+# the start `pretrained=bundled` fine-tunes from (the default recipe, trained on the renderer).
+BUNDLED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "digitdet_synth.pt"
+
 BACKBONES = sorted([*RESNETS, *MOBILENETS, "resnet50_fpn_v2"])
 
 
@@ -129,10 +133,12 @@ def _build_r50v2(cfg, load_weights: bool) -> nn.Module:
 
 def load_pretrained_file(model: nn.Module, path: str) -> None:
     """Initialise from a local .pth: a whole detector's state dict (or digitdet checkpoint),
-    or a backbone/classifier state dict. Tensors whose shapes differ are skipped."""
-    p = Path(path)
+    or a backbone/classifier state dict; ``bundled`` is the model shipped with the package.
+    Tensors whose shapes differ are skipped."""
+    p = BUNDLED_WEIGHTS if path == "bundled" else Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"pretrained={path}: file not found (use none, torchvision, or a .pth path)")
+        what = "the bundled model is missing from this install" if path == "bundled" else "file not found"
+        raise FileNotFoundError(f"pretrained={path}: {what} ({p}; use none, torchvision, bundled or a .pth path)")
     state = torch.load(p, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
