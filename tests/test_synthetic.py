@@ -231,6 +231,28 @@ def test_neighbouring_glyphs_keep_their_ink_apart():
     assert pairs > 100
 
 
+def test_some_faces_paint_their_1s_as_a_plain_bar():
+    # house numbers often have plain 1s, fonts seldom do; bundles missed them large in the picture
+    from digitdet.data.synth_scene import layout_number
+    from digitdet.data.synth_style import PLAIN_ONE_P, sample_style
+
+    styles = [sample_style(np.random.default_rng(k)) for k in range(600)]
+    share = np.mean([s.plain_one for s in styles if s.font.style != "pen"])
+    assert abs(share - PLAIN_ONE_P) < 0.06 and not any(s.plain_one for s in styles if s.font.style == "pen")
+    rng, seen = np.random.default_rng(41), 0
+    for style in styles[:30]:
+        if style.font.style == "pen":
+            continue
+        style.plain_one, style.wobble, style.weight, style.ink = True, 0.0, 0.0, "flat"
+        style.digits, style.gaps, style.jitter = [1, 4], [0.1], [0.0, 0.0]
+        style.distractors.update(letter="", fragment="")
+        one, four = (g.mask for g in layout_number(rng, style)[0])
+        assert (one >= 128).all() and one.shape[1] < 0.5 * one.shape[0], style.font.path  # a bar
+        assert not (four >= 128).all()
+        seen += 1
+    assert seen >= 20
+
+
 def test_a_narrow_tall_turned_crop_still_gets_a_camera():
     # seed 27's train pictures 1983 and 22585 stopped `digitdet synth`: a cut first digit and a
     # neighbour's sliver leave a crop ~30 px wide under margins of 4 digit heights; turned by

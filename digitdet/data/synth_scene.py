@@ -130,9 +130,22 @@ def _wobble(mask: np.ndarray, rng: np.random.Generator, amount: float) -> tuple[
     return (out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy(), int(rows[0]) - pad, int(cols[0]) - pad)
 
 
+def plain_bar(mask: np.ndarray) -> np.ndarray:
+    """A plain 1: a bar as tall as ``mask`` (a face's 1) and as wide as its stem, the median of
+    the longest ink run in each row of its middle third (flag and foot left out)."""
+    h = mask.shape[0]
+    runs = []
+    for row in mask[h // 3:max(h // 3 + 1, 2 * h // 3)] >= 128:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        runs.append(int(np.max(edges[1::2] - edges[::2])) if len(edges) else 0)
+    return np.full((h, max(1, int(np.median(runs)))), 255, np.uint8)
+
+
 def _glyph(style: Style, size: int, char: str, rng: np.random.Generator):
     """(box mask, fill mask, top offset, left shift) of one character in the sample's ink style."""
     mask, top = glyph_mask(style.font.path, size, char)
+    if char == "1" and style.plain_one:
+        mask = plain_bar(mask)
     shift = 0
     if style.wobble:
         mask, dtop, shift = _wobble(mask, rng, style.wobble)

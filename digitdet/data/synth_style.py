@@ -78,6 +78,11 @@ VIVID_MIN_DISTANCE = 120.0
 # upscaled phone crop or a focus miss does not, and the bundle read such pictures worse
 # (docs/results.md, "The eighth step" under "The bundled model").
 SOFT_P = 0.1
+# Share of pictures (any face but MNIST's pens, which have their own) whose 1s are painted as a
+# plain bar of the face's stem width: house numbers often have them, fonts seldom do, and every
+# bundle up to the sixteenth step missed such 1s when large in the picture (bench/other_means.py
+# --means strokes: 0.26-0.32 read with the digits filling over 68% of the height).
+PLAIN_ONE_P = 0.25
 SOFT_HEIGHT = (8.0, 14.0)
 METALS = np.array([[190, 150, 70], [200, 200, 205], [150, 110, 60], [60, 60, 60]], dtype=np.float64)
 
@@ -110,6 +115,7 @@ class Style:
     photo_params: dict = field(default_factory=dict)
     distractors: dict = field(default_factory=dict)
     vivid: bool = False              # fg/bg from vivid_colours: contrast in colour, maybe not in luminance
+    plain_one: bool = False          # 1s drawn as a plain bar of the face's stem width (PLAIN_ONE_P)
 
 
 def from_quantiles(rng: np.random.Generator, table, log: bool = False, u: float | None = None) -> float:
@@ -275,12 +281,14 @@ def sample_style(rng: np.random.Generator) -> Style:
         style.plate = "rect"
     # Colour-only contrast, drawn from a generator of its own (a child of the sample's seed), so
     # that every other sample keeps all its random choices, as above.
-    # (Children 0 and 1 of the seed: child 0 is the one vivid colours always drew from.)
-    side, soft = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2))
+    # (Children 0-2 of the seed: child 0 is the one vivid colours always drew from, child 1 soft
+    # focus's; child 2, plain 1s, came last, so the first two are the same children as before.)
+    side, soft, plain = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(3))
     if style.ink != "metal" and side.random() < VIVID_P:
         style.fg, style.bg = vivid_colours(side)
         style.vivid = True
         style.photo_params["saturation"] = side.uniform(0.8, 1.0)
     if soft.random() < SOFT_P:  # another child, so soft focus and vivid colours do not depend on each other
         style.photo_params["soft"] = soft.uniform(*SOFT_HEIGHT)
+    style.plain_one = style.font.style != "pen" and plain.random() < PLAIN_ONE_P
     return style
