@@ -42,6 +42,7 @@ class Glyph:
     role: str = "digit"          # "digit", "fragment-left", "fragment-right", "letter"
     _local: np.ndarray | None = field(default=None, repr=False, compare=False)  # cached ink_points
     _rims: np.ndarray | None = field(default=None, repr=False, compare=False)  # cached rim_points
+    _rows: tuple | None = field(default=None, repr=False, compare=False)  # cached row_extents
 
     def ink_points(self) -> np.ndarray:
         """(N, 2) scene coordinates of the centres of pixels at least half covered by ink."""
@@ -52,10 +53,12 @@ class Glyph:
 
     def row_extents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, left, right): the mask rows with ink (at least half covered) and the first and
-        last ink column in each."""
-        ink = self.mask >= 128
-        rows = np.flatnonzero(ink.any(axis=1))
-        return rows, ink[rows].argmax(axis=1), ink.shape[1] - 1 - ink[rows, ::-1].argmax(axis=1)
+        last ink column in each (computed once: layout checks each glyph against both neighbours)."""
+        if self._rows is None:
+            ink = self.mask >= 128
+            rows = np.flatnonzero(ink.any(axis=1))
+            self._rows = rows, ink[rows].argmax(axis=1), ink.shape[1] - 1 - ink[rows, ::-1].argmax(axis=1)
+        return self._rows
 
     def rim_points(self) -> np.ndarray:
         """The leftmost and rightmost of ``ink_points`` in each row: a few dozen points instead
