@@ -55,3 +55,15 @@ def scale_xyxy(boxes, sx: float, sy: float) -> np.ndarray:
     b[:, [0, 2]] *= sx
     b[:, [1, 3]] *= sy
     return b
+
+
+def pad_xyxy(boxes, pad: float) -> np.ndarray:
+    """Grow xyxy boxes by ``pad`` x their height on every side, never past the image's top-left
+    corner. Real SVHN annotators drew boxes about 0.06-0.08 of the digit height loose a side;
+    a detector trained on tight boxes matches their style with pad ~0.07 (``pred_box_pad``)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    if pad:
+        grow = pad * (b[:, 3] - b[:, 1]).clip(0)
+        b += np.stack([-grow, -grow, grow, grow], axis=1)
+        b[:, :2] = b[:, :2].clip(0)
+    return b

@@ -163,6 +163,12 @@ class Config:
     # ---- prediction / decoding -------------------------------------------------------------
     pred_score_thresh: float = 0.05  # detections kept in pred.json (low: mAP rewards recall)
     pred_max_per_image: int = 30
+    # pred.json's boxes grow by this fraction of their height on every side (pred.csv is read
+    # from the unpadded ones). The renderer's boxes are tight around the ink, real SVHN's are
+    # about 0.06-0.08 of the height loose a side, and a tight box scores IoU ~0.7 against such a
+    # box, below most of mAP's thresholds. `evaluate --tune-decoder` chooses it on the split it
+    # tunes on and stores it with the weights (0 on the renderer's pictures).
+    pred_box_pad: float = 0.0
     decode_score_thresh: float = 0.5  # digits kept when reading the number (tunable)
     decode_iou_thresh: float = 0.5  # class-agnostic duplicate suppression when reading
     # Line reading (digitdet/decode.py): boxes scoring >= this also join the digits read when
@@ -228,7 +234,7 @@ class Config:
 
 # checkpoint "decoder" key -> Config field
 DECODER_FIELDS = {"score_thresh": "decode_score_thresh", "iou_thresh": "decode_iou_thresh",
-                  "line_thresh": "decode_line_thresh"}
+                  "line_thresh": "decode_line_thresh", "box_pad": "pred_box_pad"}
 
 
 def _coerce(key: str, value, default, source: str):

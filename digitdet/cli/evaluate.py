@@ -32,8 +32,9 @@ def add_parser(sub, name):
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="valid", help="valid (default), train, or test when test_gt.json exists")
     p.add_argument("--tune-decoder", action="store_true",
-                   help="pick the number-reading score threshold that maximises accuracy on this split "
-                        "and store it in the weights file (predict then uses it)")
+                   help="pick the number-reading score threshold that maximises accuracy on this split, "
+                        "and the pad of pred.json's boxes that maximises mAP (real SVHN's boxes are "
+                        "looser than the renderer's), and store them in the weights file (predict uses them)")
     p.add_argument("--tune-scale", action="store_true",
                    help="with --tune-decoder: also try the input at %s x the training min_size and store "
                         "the best (small digits are found when the image is enlarged)"
@@ -64,7 +65,9 @@ def run(args) -> int:
         if args.tune_decoder:
             raise ValueError("--tune-decoder needs --weights (it stores the threshold in the weights file)")
         # read the numbers as predict read pred.csv (tuned threshold, line reading), unless overridden
-        cfg = Config().apply_decoder(decoder_of_predictions(args.pred)).override(args.overrides)
+        cfg = Config().apply_decoder(decoder_of_predictions(args.pred))
+        cfg.pred_box_pad = 0.0  # the file's boxes already carry predict's pad (an override may add one)
+        cfg = cfg.override(args.overrides)
         dets = group_by_image(read_pred_json(args.pred))
         metrics = score_detections(dets, gt, cfg)
         metrics["source"] = str(args.pred)
@@ -110,13 +113,14 @@ def _tune(args, images_dir, gt):
     dets, cfg = best["detections"], best["cfg"]
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": best["images_per_s"],
                **score_detections(dets, gt, cfg)}
-    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "min_size", "max_size", "accuracy")}
+    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "box_pad", "min_size", "max_size",
+                                  "accuracy")}
     if args.weights:
         state = load_checkpoint(args.weights)
         state["decoder"] = {**tuned, "tuned_on": f"{Path(args.data).name}/{args.split}"}
         save_checkpoint(args.weights, state)
-        log.info("decoder score threshold %.2f, line threshold %.2f, input min_size %d (accuracy %.4f on %s) "
-                 "saved in %s", best["score_thresh"], best["line_thresh"], best["min_size"], best["accuracy"],
-                 args.split, args.weights)
-    metrics["tuned_decoder"] = {**tuned, "scales": best["table"]}
+        log.info("decoder score threshold %.2f, line threshold %.2f, input min_size %d (accuracy %.4f on %s), "
+                 "box pad %.2f saved in %s", best["score_thresh"], best["line_thresh"], best["min_size"],
+                 best["accuracy"], args.split, best["box_pad"], args.weights)
+    metrics["tuned_decoder"] = {**tuned, "scales": best["table"], "box_pads": best["pad_table"]}
     return metrics, dets, cfg
