@@ -49,8 +49,8 @@ def main(argv=None) -> None:
     save_checkpoint(args.out, {
         "model": {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()},
         "config": {**config, "pretrained": "none"}, "metrics": state.get("metrics", {}),
-        "decoder": {**{k: tuned[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "box_pad", "min_size",
-                                             "max_size", "accuracy")},
+        "decoder": {**{k: tuned[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "box_pad",
+                                             "box_same_height", "min_size", "max_size", "accuracy")},
                     "tuned_on": f"{args.data.name}/valid"},
         "made_by": args.made_by})
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB); min_size {tuned['min_size']}, "

@@ -1,7 +1,7 @@
 """Scoring detections the way both tasks are graded (Task 1 mAP, Task 2 number accuracy)."""
 from __future__ import annotations
 
-from digitdet.boxes import pad_xyxy
+from digitdet.boxes import pad_xyxy, same_height_xyxy
 from digitdet.decode import decode_number, detections_to_coco
 from digitdet.distributed import gather_predictions, on_main
 from digitdet.engine import empty_detections, predict_batches
@@ -9,15 +9,30 @@ from digitdet.metrics import coco_map, gt_numbers, number_errors, sequence_accur
 from digitdet.zoom import reading_detector
 
 
-def detections_to_results(dets: dict, score_thresh: float, max_dets: int, box_pad: float = 0.0) -> list[dict]:
-    """{image_id: (boxes xyxy, labels, scores)} -> COCO result records (Task 1 / pred.json),
-    each box grown by ``box_pad`` x its height a side (:func:`digitdet.boxes.pad_xyxy`)."""
+def detections_to_results(dets: dict, score_thresh: float, max_dets: int, box_pad: float = 0.0,
+                          same_height_from: float | None = None) -> list[dict]:
+    """{image_id: (boxes xyxy, labels, scores)} -> COCO result records (Task 1 / pred.json).
+
+    Boxes are styled like real SVHN's annotations when asked: with ``same_height_from`` (a
+    score), an image's boxes take one height (:func:`digitdet.boxes.same_height_xyxy`); then each
+    grows by ``box_pad`` x its height a side (:func:`digitdet.boxes.pad_xyxy`)."""
     out = []
     for image_id in sorted(dets):
         boxes, labels, scores = dets[image_id]
+        if same_height_from is not None:
+            boxes = same_height_xyxy(boxes, scores, same_height_from)
         out.extend(detections_to_coco(image_id, pad_xyxy(boxes, box_pad), labels, scores,
                                       score_thresh=score_thresh, max_dets=max_dets))
     return out
+
+
+def pred_results(dets: dict, cfg, box_pad: float | None = None, same_height: bool | None = None) -> list[dict]:
+    """pred.json's records of ``dets`` with ``cfg``'s settings (score threshold, count, box
+    style; ``box_pad`` / ``same_height`` replace the config's)."""
+    same = cfg.pred_box_same_height if same_height is None else same_height
+    return detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image,
+                                 cfg.pred_box_pad if box_pad is None else box_pad,
+                                 cfg.decode_score_thresh if same else None)
 
 
 def decode_all(dets: dict, image_ids, decoder: dict) -> dict[int, str]:
@@ -32,8 +47,7 @@ def score_detections(dets: dict, gt: dict, cfg, decoder: dict | None = None) -> 
     """mAP family + whole-number accuracy + error breakdown of ``dets`` against COCO dict ``gt``;
     numbers read with ``cfg``'s decoder settings, or those of ``decoder`` where it has them."""
     decoder = {**cfg.decoder(), **(decoder or {})}
-    results = detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image, cfg.pred_box_pad)
-    metrics = coco_map(gt, results)
+    metrics = coco_map(gt, pred_results(dets, cfg))
     truth = gt_numbers(gt)
     pred = decode_all(dets, truth.keys(), decoder)
     metrics["accuracy"] = sequence_accuracy(pred, truth)
@@ -47,13 +61,15 @@ def score_detections(dets: dict, gt: dict, cfg, decoder: dict | None = None) -> 
 BOX_PADS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14)
 
 
-def tune_box_pad(dets: dict, gt: dict, cfg, pads=BOX_PADS) -> tuple[float, list[tuple[float, float]]]:
-    """The ``pred_box_pad`` of ``pads`` whose pred.json scores the best mAP against ``gt`` (ties:
-    the smaller pad), and the table ``[(pad, mAP), ...]``. Tight annotations choose 0; real
-    SVHN's loose ones a pad near their looseness."""
-    table = [(pad, coco_map(gt, detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image,
-                                                       pad))["map"]) for pad in pads]
-    return max(table, key=lambda row: (row[1], -row[0]))[0], table
+def tune_box_style(dets: dict, gt: dict, cfg, pads=BOX_PADS) -> dict:
+    """The pred.json box style that scores the best mAP against ``gt``: ``{"box_pad",
+    "box_same_height", "table": [(box_pad, box_same_height, mAP), ...]}`` over ``pads`` x
+    (False, True); ties go to the plainer style (one height off, then the smaller pad). Tight
+    annotations choose 0 and False; real SVHN's a pad near their looseness, and one height."""
+    table = [(pad, same, coco_map(gt, pred_results(dets, cfg, pad, same))["map"])
+             for same in (False, True) for pad in pads]
+    pad, same, _ = max(table, key=lambda row: (row[2], -row[1], -row[0]))
+    return {"box_pad": pad, "box_same_height": same, "table": table}
 
 
 def evaluate(model, loader, device, gt: dict, cfg, progress: bool = True) -> tuple[dict, dict]:

@@ -20,7 +20,7 @@ from digitdet.data.transforms import build_transforms
 from digitdet.decode import NO_NUMBER, tune_decoder
 from digitdet.distributed import load_model_state, shard_batches
 from digitdet.engine import predict_batches
-from digitdet.evaluation import decode_all, detections_to_results, tune_box_pad
+from digitdet.evaluation import decode_all, pred_results, tune_box_style
 from digitdet.io import load_checkpoint, read_json, write_json, write_pred_csv, write_pred_json
 from digitdet.metrics import gt_numbers
 from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS, build_model
@@ -78,9 +78,10 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
     and the long side capped at the same ratio; :func:`digitdet.decode.tune_decoder` picks the threshold. ``gt`` is the
     split's COCO dict; ``workers`` None = the config's. Returns the best scale (ties: the
     smaller, faster one) as ``{"min_size", "max_size", "score_thresh", "iou_thresh", "line_thresh",
-    "box_pad", "accuracy", "detections", "images_per_s", "cfg", "table": [(min_size, score_thresh,
-    line_thresh, accuracy), ...], "pad_table": [(box_pad, mAP), ...]}``; the box pad of pred.json
-    is chosen last, for the best mAP at the chosen scale (:func:`digitdet.evaluation.tune_box_pad`);
+    "box_pad", "box_same_height", "accuracy", "detections", "images_per_s", "cfg", "table":
+    [(min_size, score_thresh, line_thresh, accuracy), ...], "box_table": [(box_pad, box_same_height,
+    mAP), ...]}``; pred.json's box style is chosen last, for the best mAP at the chosen scale
+    (:func:`digitdet.evaluation.tune_box_style`);
     ``cfg`` is the model's config with these settings, ``detections`` its raw detections there.
     """
     path = _weights_path(weights)
@@ -102,11 +103,13 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
             cfg.apply_decoder(tuned)
             best = {"min_size": size, "max_size": max_size, **cfg.decoder(), "accuracy": tuned["accuracy"],
                     "detections": out["detections"], "images_per_s": out["images_per_s"], "cfg": cfg}
-    pad, pads = tune_box_pad(best["detections"], gt, best["cfg"])
-    best["cfg"].pred_box_pad = best["box_pad"] = pad
-    log.info("pred.json box pad %.2f of the height a side (mAP by pad: %s)", pad,
-             ", ".join(f"{p:.2f}: {m:.4f}" for p, m in pads))
-    return {**best, "table": table, "pad_table": pads}
+    style = tune_box_style(best["detections"], gt, best["cfg"])
+    best["cfg"].pred_box_pad, best["cfg"].pred_box_same_height = style["box_pad"], style["box_same_height"]
+    log.info("pred.json boxes: pad %.2f of the height a side, one height per photo %s (mAP by pad, "
+             "own heights | one height: %s)", style["box_pad"], "on" if style["box_same_height"] else "off",
+             ", ".join(f"{p:.2f}: {m:.4f}" for p, _, m in style["table"]))
+    return {**best, "box_pad": style["box_pad"], "box_same_height": style["box_same_height"], "table": table,
+            "box_table": style["table"]}
 
 
 def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
@@ -152,9 +155,8 @@ def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Confi
     resolved config, incl. the decoder settings pred.csv was read with); returns the first two."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = detections_to_results(detections, cfg.pred_score_thresh, cfg.pred_max_per_image, cfg.pred_box_pad)
     numbers = decode_all(detections, image_ids, cfg.decoder())
-    write_pred_json(out_dir / "pred.json", results)
+    write_pred_json(out_dir / "pred.json", pred_results(detections, cfg))
     write_pred_csv(out_dir / "pred.csv", numbers)
     write_json(out_dir / PRED_CONFIG, cfg.to_dict())
     return out_dir / "pred.json", out_dir / "pred.csv"

@@ -1,13 +1,13 @@
-"""pred.json's box pad: real SVHN's loose boxes against the renderer's tight ones."""
+"""pred.json's box style: real SVHN's loose boxes of one height against the renderer's tight ones."""
 import json
 
 import numpy as np
 import pytest
 
-from digitdet.boxes import pad_xyxy, xywh_to_xyxy
+from digitdet.boxes import pad_xyxy, same_height_xyxy, xywh_to_xyxy
 from digitdet.cli import main
 from digitdet.config import Config
-from digitdet.evaluation import BOX_PADS, score_detections, tune_box_pad
+from digitdet.evaluation import BOX_PADS, score_detections, tune_box_style
 from digitdet.inference import write_submission
 from digitdet.io import read_json, read_pred_csv, read_pred_json
 from digitdet.labels import coco_categories, digit_to_category
@@ -19,21 +19,37 @@ def test_pad_grows_every_side_by_a_share_of_the_height_and_stops_at_the_corner()
     np.testing.assert_array_equal(pad_xyxy(boxes, 0.0), boxes)
 
 
-def _scene(seed=0, n_images=40, loose=0.07):
-    """(tight detections, COCO gt whose boxes are ``loose`` x the height looser a side)."""
+def test_one_height_is_the_median_of_the_digits_read_and_spares_other_sizes():
+    boxes = np.array([[0, 10, 10, 30], [12, 8, 22, 32], [24, 11, 34, 33], [40, 0, 44, 4], [50, 0, 60, 100.0]])
+    scores = np.array([0.9, 0.95, 0.8, 0.3, 0.1])
+    out = same_height_xyxy(boxes, scores, 0.5)
+    np.testing.assert_allclose(out[:3, 3] - out[:3, 1], 22)  # the median of the three read
+    np.testing.assert_allclose((out[:3, 1] + out[:3, 3]) / 2, (boxes[:3, 1] + boxes[:3, 3]) / 2)  # centred
+    np.testing.assert_array_equal(out[3:], boxes[3:])  # far from that height: left alone
+    np.testing.assert_array_equal(same_height_xyxy(boxes, scores, 0.99), boxes)  # nothing read
+
+
+def _scene(seed=0, n_images=40, loose=0.07, one_height=False):
+    """(tight detections, COCO gt whose boxes are ``loose`` x the height looser a side and, with
+    ``one_height``, all of an image's the tallest digit's height, as SVHN's annotators drew them)."""
     rng = np.random.default_rng(seed)
     dets, anns, images = {}, [], []
     for i in range(1, n_images + 1):
         h = rng.uniform(16, 60)
-        digits = rng.integers(0, 10, rng.integers(1, 4))
+        digits = rng.integers(0, 10, rng.integers(2, 4))
         x, tight = 5.0, []
         for d in digits:
-            w = h * rng.uniform(0.35, 0.7)
-            tight.append([x, 30.0, x + w, 30.0 + h])
+            w, dh = h * rng.uniform(0.35, 0.7), h * rng.uniform(0.85, 1.0)
+            tight.append([x, 30.0, x + w, 30.0 + dh])
             x += w + 0.2 * h
         tight = np.array(tight)
         dets[i] = (tight, np.array([digit_to_category(int(d)) for d in digits]), np.full(len(digits), 0.9))
-        for box, d in zip(pad_xyxy(tight, loose), digits):
+        truth = tight.copy()
+        if one_height:
+            centre = (truth[:, 1] + truth[:, 3]) / 2
+            truth[:, 1], truth[:, 3] = centre - np.median(tight[:, 3] - tight[:, 1]) / 2, centre + np.median(
+                tight[:, 3] - tight[:, 1]) / 2
+        for box, d in zip(pad_xyxy(truth, loose), digits):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": digit_to_category(int(d)),
                          "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "iscrowd": 0,
                          "area": float((box[2] - box[0]) * (box[3] - box[1]))})
@@ -41,20 +57,27 @@ def _scene(seed=0, n_images=40, loose=0.07):
     return dets, {"images": images, "annotations": anns, "categories": coco_categories()}
 
 
-def test_tuning_finds_the_looseness_of_the_annotations():
+def test_tuning_finds_the_style_of_the_annotations():
     dets, loose_gt = _scene(loose=0.07)
-    pad, table = tune_box_pad(dets, loose_gt, Config())
-    assert [p for p, _ in table] == list(BOX_PADS)
-    maps = dict(table)
-    assert pad in (0.06, 0.08) and maps[pad] > 0.9 and maps[0.0] < 0.6  # tight boxes miss IoU >= 0.75
-    cfg = Config(pred_box_pad=pad)
-    assert score_detections(dets, loose_gt, cfg)["map"] == pytest.approx(maps[pad])
-    # tight annotations keep the boxes tight
+    style = tune_box_style(dets, loose_gt, Config())
+    assert [(p, s) for p, s, _ in style["table"]] == [(p, s) for s in (False, True) for p in BOX_PADS]
+    maps = {(p, s): m for p, s, m in style["table"]}
+    assert style["box_pad"] in (0.06, 0.08) and not style["box_same_height"]
+    assert maps[style["box_pad"], False] > 0.9 and maps[0.0, False] < 0.6  # tight boxes miss IoU >= 0.75
+    cfg = Config(pred_box_pad=style["box_pad"])
+    assert score_detections(dets, loose_gt, cfg)["map"] == pytest.approx(maps[style["box_pad"], False])
+    # tight annotations keep the boxes as found
     _, tight_gt = _scene(loose=0.0)
-    assert tune_box_pad(dets, tight_gt, Config())[0] == 0.0
+    assert tune_box_style(dets, tight_gt, Config()) | {"table": None} == {"box_pad": 0.0, "box_same_height": False,
+                                                                          "table": None}
+    # annotations of one height per photo choose one height
+    _, svhn_gt = _scene(loose=0.07, one_height=True)
+    style = tune_box_style(dets, svhn_gt, Config())
+    maps = {(p, s): m for p, s, m in style["table"]}
+    assert style["box_same_height"] and maps[style["box_pad"], True] > maps[style["box_pad"], False] + 0.05
 
 
-def test_predict_pads_pred_json_only_and_evaluate_pred_does_not_pad_twice(tiny_data, tmp_path, capsys):
+def test_predict_styles_pred_json_only_and_evaluate_pred_does_not_style_twice(tiny_data, tmp_path, capsys):
     gt = read_json(tiny_data / "valid.json", "gt")
     dets = {}
     for img in gt["images"]:

@@ -46,11 +46,13 @@ def test_unknown_key_and_bad_type_are_clear_errors(tmp_path):
 
 
 def test_decoder_settings_round_trip_and_older_files_keep_line_reading_off():
-    cfg = Config(decode_score_thresh=0.9, decode_iou_thresh=0.4, decode_line_thresh=0.6, pred_box_pad=0.06)
-    assert cfg.decoder() == {"score_thresh": 0.9, "iou_thresh": 0.4, "line_thresh": 0.6, "box_pad": 0.06}
+    cfg = Config(decode_score_thresh=0.9, decode_iou_thresh=0.4, decode_line_thresh=0.6, pred_box_pad=0.06,
+                 pred_box_same_height=True)
+    assert cfg.decoder() == {"score_thresh": 0.9, "iou_thresh": 0.4, "line_thresh": 0.6, "box_pad": 0.06,
+                             "box_same_height": True}
     assert Config().apply_decoder(cfg.decoder()) == cfg
     # a checkpoint tuned before line reading stores no line_thresh: plain reading, as it was tuned
     old = Config().apply_decoder({"score_thresh": 0.7, "iou_thresh": 0.5, "min_size": 64, "accuracy": 0.9})
     assert (old.decode_score_thresh, old.decode_line_thresh, old.min_size) == (0.7, 0.0, Config().min_size)
-    assert old.pred_box_pad == 0.0  # and files from before the box pad keep pred.json's boxes tight
+    assert (old.pred_box_pad, old.pred_box_same_height) == (0.0, False)  # files from before: boxes as found
     assert Config().apply_decoder(None) == Config()

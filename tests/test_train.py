@@ -158,7 +158,8 @@ def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_dat
     line = [ln for size, _, ln, _ in tuned["scales"] if size == best][0]
     assert state["decoder"]["line_thresh"] == line  # line reading is tuned and stored with the threshold
     from digitdet.evaluation import BOX_PADS
-    assert [p for p, _ in tuned["box_pads"]] == list(BOX_PADS) and state["decoder"]["box_pad"] in BOX_PADS
+    assert [p for p, _, _ in tuned["box_styles"]] == list(BOX_PADS) * 2 and state["decoder"]["box_pad"] in BOX_PADS
+    assert isinstance(state["decoder"]["box_same_height"], bool)
     # a min_size given as an override is the base the factors multiply, not the stored (tuned) one
     from digitdet.data.coco import load_coco_digits, split_paths
     from digitdet.inference import tune_reading

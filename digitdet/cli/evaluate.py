@@ -33,8 +33,9 @@ def add_parser(sub, name):
     p.add_argument("--split", default="valid", help="valid (default), train, or test when test_gt.json exists")
     p.add_argument("--tune-decoder", action="store_true",
                    help="pick the number-reading score threshold that maximises accuracy on this split, "
-                        "and the pad of pred.json's boxes that maximises mAP (real SVHN's boxes are "
-                        "looser than the renderer's), and store them in the weights file (predict uses them)")
+                        "and the style of pred.json's boxes (pad, one height per photo) that maximises mAP "
+                        "(real SVHN's boxes are looser than the renderer's), and store them in the weights "
+                        "file (predict uses them)")
     p.add_argument("--tune-scale", action="store_true",
                    help="with --tune-decoder: also try the input at %s x the training min_size and store "
                         "the best (small digits are found when the image is enlarged)"
@@ -66,7 +67,8 @@ def run(args) -> int:
             raise ValueError("--tune-decoder needs --weights (it stores the threshold in the weights file)")
         # read the numbers as predict read pred.csv (tuned threshold, line reading), unless overridden
         cfg = Config().apply_decoder(decoder_of_predictions(args.pred))
-        cfg.pred_box_pad = 0.0  # the file's boxes already carry predict's pad (an override may add one)
+        # the file's boxes already carry predict's box style (an override may add one)
+        cfg.pred_box_pad, cfg.pred_box_same_height = 0.0, False
         cfg = cfg.override(args.overrides)
         dets = group_by_image(read_pred_json(args.pred))
         metrics = score_detections(dets, gt, cfg)
@@ -113,14 +115,14 @@ def _tune(args, images_dir, gt):
     dets, cfg = best["detections"], best["cfg"]
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": best["images_per_s"],
                **score_detections(dets, gt, cfg)}
-    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "box_pad", "min_size", "max_size",
-                                  "accuracy")}
+    tuned = {k: best[k] for k in ("score_thresh", "iou_thresh", "line_thresh", "box_pad", "box_same_height",
+                                  "min_size", "max_size", "accuracy")}
     if args.weights:
         state = load_checkpoint(args.weights)
         state["decoder"] = {**tuned, "tuned_on": f"{Path(args.data).name}/{args.split}"}
         save_checkpoint(args.weights, state)
         log.info("decoder score threshold %.2f, line threshold %.2f, input min_size %d (accuracy %.4f on %s), "
-                 "box pad %.2f saved in %s", best["score_thresh"], best["line_thresh"], best["min_size"],
-                 best["accuracy"], args.split, best["box_pad"], args.weights)
-    metrics["tuned_decoder"] = {**tuned, "scales": best["table"], "box_pads": best["pad_table"]}
+                 "box pad %.2f, one height per photo %s saved in %s", best["score_thresh"], best["line_thresh"],
+                 best["min_size"], best["accuracy"], args.split, best["box_pad"], best["box_same_height"], args.weights)
+    metrics["tuned_decoder"] = {**tuned, "scales": best["table"], "box_styles": best["box_table"]}
     return metrics, dets, cfg
