@@ -206,7 +206,9 @@ def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
         T, work, _, _ = _plan(rng, style, glyphs, H)  # T: scene -> picture (work) pixels
         letter, fragment = (geo.bounds(geo.apply(T, g.rim_points())) for g in glyphs[-2:])
         assert letter[2] <= work[0] + 1.0  # the suffix is in the picture
-        assert fragment[0] < work[0] < fragment[2] - 1.0  # the neighbour's digit is cut by its edge
+        # the neighbour's digit is cut by the edge, never in full view; it may vanish altogether when
+        # the 30% of its ink it may show lies within the pixel the crop is rounded down to
+        assert work[0] < fragment[2] - 1.0 and fragment[0] < work[0] + 1.0
 
 
 def test_neighbouring_glyphs_keep_their_ink_apart():
