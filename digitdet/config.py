@@ -192,6 +192,13 @@ class Config:
     # synthetic sets (docs/results.md "Zoom-in reading"). An exported ONNX graph's input scale is frozen,
     # so that backend skips it.
     zoom_empty_scale: float = 2.0
+    # Scan (torch backend): a photo whose short side holds 4+ input scales and where no digit
+    # reaches decode_score_thresh is read whole at twice zoom_empty_scale, then twice that, up
+    # to this many times the input scale (while its short side holds that many input scales; so
+    # never on SVHN-sized photos), the more confident look kept and read again on a crop around
+    # its digits: the number in a phone's photo of a house front, a few percent of its height
+    # (bench/large_photos.py). 0 = off.
+    zoom_scan: float = 8.0
     eval_batch_size: int = 32
 
     # ------------------------------------------------------------------------------------

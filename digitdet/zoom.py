@@ -17,6 +17,15 @@ photo's short side were read 35% of the time, against 95% at 30-45% (docs/result
    again whole at ``zoom_empty_scale`` x the input scale (:func:`enlarged_detector`; numbers
    too small to be found at the input scale), and the look with the more confident best
    digit is kept. Torch models only: an exported ONNX graph has its input scale frozen.
+6. Scan: a large photo, whose short side holds at least 4 input scales, where no look so far
+   found a digit scoring the reading threshold (``decode_score_thresh``), is read whole at twice
+   the second look's scale, then twice that, up to ``zoom_scan`` x the input scale, while its
+   short side holds that many input scales. The number of a phone's picture of a house front, a
+   few percent of its height, reaches the model a few pixels tall at the input scale, where
+   bricks and leaves score 0.3-0.8 as digits; at the scale that suits it, it scores ~1. The
+   more confident look is kept, as in step 5, and a photo whose digits came from the scan is
+   read again on a crop around those scoring the reading threshold, as in steps 2-4. Photos of SVHN's size never reach this
+   step (bench/large_photos.py).
 
 Output contract is that of :func:`digitdet.engine.predict_batches`'s ``detect``: per image
 ``(boxes xyxy (N, 4) in pixels of the original image, labels int64 (N,) 1..10, scores (N,))``.
@@ -52,41 +61,62 @@ def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3,
     return x1, y1, x2, y2
 
 
-def _check(below: float, margin: float, empty_scale: float = 0.0) -> None:
+def _check(below: float, margin: float, empty_scale: float = 0.0, scan: float = 0.0) -> None:
     if not (empty_scale == 0 or empty_scale > 1):
         raise ValueError(f"zoom_empty_scale must be 0 (off) or more than 1 (times the input scale), got {empty_scale}")
+    if not scan >= 0:
+        raise ValueError(f"zoom_scan must be 0 (off) or the largest factor of the input scale to search at, got {scan}")
     if not below > 0:
         raise ValueError(f"zoom_below must be > 0 (a fraction of the photo's short side), got {below}")
     if not margin >= 0:
         raise ValueError(f"zoom_margin must be >= 0 (digit heights around the digits), got {margin}")
 
 
-def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75, empty_detect=None):
+def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75, empty_detect=None,
+                  scan=(), sure: float = 0.5):
     """Wrap ``detect(images) -> [(boxes, labels, scores), ...]`` (images: (3, H, W) tensors) so
-    that photos with small digits are read again on a crop around them, and photos with no
-    digit scoring ``>= score`` again by ``empty_detect`` when given (module docstring). Bad
-    settings raise ValueError here, before any photo is read."""
+    that photos with small digits are read again on a crop around them, photos with no digit
+    scoring ``>= score`` again by ``empty_detect`` when given, and photos whose best digit so
+    far scores under ``sure`` by each ``(min_side, look)`` of ``scan`` in turn, where their short
+    side is at least ``min_side`` px (module docstring, steps 5-6). Bad settings raise
+    ValueError here, before any photo is read."""
     _check(below, margin)
 
-    def zoomed(images: list) -> list[tuple]:
-        first = list(detect(images))
-        crops, where, empty = [], [], []
-        for k, (im, (boxes, _, scores)) in enumerate(zip(images, first)):
-            if empty_detect is not None and not (np.asarray(scores) >= score).any():
-                empty.append(k)
-                continue
-            region = zoom_region(boxes, scores, im.shape[-2], im.shape[-1], score, below, margin)
+    def found(dets: tuple) -> bool:
+        return bool((np.asarray(dets[2]) >= score).any())
+
+    def read_crops(images: list, dets: list, ks, least: float) -> None:
+        """Steps 2-4 for photos ``ks``: their small digits (scoring ``least``) read again on a crop, in place."""
+        crops, where = [], []
+        for k in ks:
+            region = zoom_region(dets[k][0], dets[k][2], images[k].shape[-2], images[k].shape[-1], least, below, margin)
             if region is not None:
                 x1, y1, x2, y2 = region
-                crops.append(im[:, y1:y2, x1:x2])
+                crops.append(images[k][:, y1:y2, x1:x2])
                 where.append((k, np.array([x1, y1, x1, y1], dtype=np.float32)))
         if crops:
             for (k, offset), (boxes, labels, scores) in zip(where, detect(crops)):
-                first[k] = ((boxes + offset).astype(np.float32), labels, scores)
+                dets[k] = ((boxes + offset).astype(np.float32), labels, scores)
+
+    def zoomed(images: list) -> list[tuple]:
+        first = list(detect(images))
+        empty = [k for k, dets in enumerate(first) if empty_detect is not None and not found(dets)]
+        read_crops(images, first, sorted(set(range(len(images))) - set(empty)), score)
         if empty:
             for k, again in zip(empty, empty_detect([images[k] for k in empty])):
                 if _best(again[2]) > _best(first[k][2]):
                     first[k] = again
+        scanned = set()
+        for min_side, look in scan:
+            for k, im in enumerate(images):
+                if _best(first[k][2]) < sure and min(im.shape[-2:]) >= min_side:
+                    again = look([im])[0]  # one photo a call: a batch of large photos at 8x is GBs
+                    if _best(again[2]) > _best(first[k][2]):
+                        first[k] = again
+                        scanned.add(k)
+        # around the digits the scan is sure of: at 4-8x a large photo's bricks and leaves still
+        # score 0.3-0.8, and a crop around them too would leave the number small again
+        read_crops(images, first, sorted(scanned), sure)
         return first
     return zoomed
 
@@ -109,16 +139,28 @@ def enlarged_detector(model, device, factor: float):
     return detect
 
 
+def scan_factors(empty_scale: float, scan: float) -> list[float]:
+    """The scales of step 6 (module docstring): ``empty_scale`` doubled, and doubled again, up to
+    ``scan`` (factors of the input scale); none when either is 0."""
+    factors, f = [], 2 * empty_scale
+    while empty_scale and scan and f <= scan * (1 + 1e-9):
+        factors.append(f)
+        f *= 2
+    return factors
+
+
 def reading_detector(model, cfg, device, detect=None):
     """The ``detect`` that reads photos as ``cfg`` says: ``detect`` (default: one plain model
     call per batch), wrapped in :func:`zoom_detector` when ``cfg.zoom_read`` is on, with the
-    second look at ``cfg.zoom_empty_scale`` when ``model`` is a torch detector (it has a
-    ``transform``; an ONNX graph's scale is frozen)."""
-    _check(cfg.zoom_below, cfg.zoom_margin, cfg.zoom_empty_scale)
+    second look at ``cfg.zoom_empty_scale`` and the scan up to ``cfg.zoom_scan`` when ``model``
+    is a torch detector (it has a ``transform``; an ONNX graph's scale is frozen)."""
+    _check(cfg.zoom_below, cfg.zoom_margin, cfg.zoom_empty_scale, cfg.zoom_scan)
     detect = detect or plain_detector(model, device)
     if not cfg.zoom_read:
         return detect
-    empty = None
+    empty, scan = None, []
     if cfg.zoom_empty_scale and model is not None and hasattr(unwrap(model), "transform"):
         empty = enlarged_detector(model, device, cfg.zoom_empty_scale)
-    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin, empty)
+        scan = [(f * cfg.min_size, enlarged_detector(model, device, f))
+                for f in scan_factors(cfg.zoom_empty_scale, cfg.zoom_scan)]
+    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin, empty, scan, cfg.decode_score_thresh)

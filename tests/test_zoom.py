@@ -140,3 +140,43 @@ def test_the_second_look_is_skipped_for_a_detector_without_a_transform():
     detect = reading_detector(Frozen(), load_config("default"), torch.device("cpu"))
     detect([torch.zeros(3, 40, 100)])
     assert calls == [1]
+
+
+def test_scan_scales_double_from_the_second_look_up_to_zoom_scan():
+    from digitdet.zoom import scan_factors
+
+    assert scan_factors(2.0, 8.0) == [4.0, 8.0]
+    assert scan_factors(2.0, 6.0) == [4.0]
+    assert scan_factors(2.0, 0.0) == [] and scan_factors(0.0, 8.0) == []  # off
+    with pytest.raises(ValueError, match="zoom_scan"):
+        reading_detector(None, load_config("default", ["zoom_scan=-1"]), torch.device("cpu"))
+
+
+def test_a_large_photo_without_a_sure_digit_is_scanned_and_read_on_a_crop_around_what_the_scan_is_sure_of():
+    calls = []
+
+    def first(images):
+        """Leaves score 0.6 as a digit anywhere; a crop showing the number (the photo's 1s) reads an 8 at 0.97."""
+        calls.append(("first", [tuple(im.shape[-2:]) for im in images]))
+        return [(np.array([[20, 10, 30, 30]], np.float32), np.array([8]), np.array([0.97], np.float32))
+                if im.shape[-1] < 400 and im.max() == 1 else
+                (np.array([[300, 200, 306, 210]], np.float32), np.array([2]), np.array([0.6], np.float32))
+                for im in images]
+
+    def scan4(images):  # 4x finds the number, surely, and more leaves
+        calls.append(("scan4", [tuple(im.shape[-2:]) for im in images]))
+        return [(np.array([[100, 40, 106, 52], [350, 250, 356, 260]], np.float32), np.array([5, 3]),
+                 np.array([0.99, 0.5], np.float32)) for _ in images]
+
+    scan = [(4 * 64, scan4), (8 * 64, lambda images: pytest.fail("8x: the 4x look was sure"))]
+    detect = zoom_detector(first, score=0.3, empty_detect=lambda images: pytest.fail("second look"), scan=scan,
+                           sure=0.9)
+    large, small = torch.zeros(3, 300, 400), torch.zeros(3, 250, 400)  # short sides: 300 >= 4 x 64 > 250
+    large[:, 40:52, 100:106] = 1
+    (boxes, labels, _), (_, small_labels, small_scores) = detect([large, small])
+    # the crop around what the scan is sure of (not around the leaves it scores 0.5)
+    x1, y1, x2, y2 = zoom_region(np.array([[100, 40, 106, 52]]), np.array([0.99]), 300, 400)
+    assert calls[-2:] == [("scan4", [(300, 400)]), ("first", [(y2 - y1, x2 - x1)])]
+    np.testing.assert_allclose(boxes, [[20 + x1, 10 + y1, 30 + x1, 30 + y1]])  # the crop's digit, in photo pixels
+    assert labels.tolist() == [8]
+    assert small_labels.tolist() == [2] and small_scores.tolist() == pytest.approx([0.6])  # too small to scan
