@@ -113,21 +113,23 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
 
 
 def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
-    """(ImageFolderDataset, loader batching images of similar shape).
+    """(ImageFolderDataset, loader batching images of similar shape, at most
+    ``loaders.MAX_BATCH_PIXELS`` pixels a batch: a folder of phone photos reads one at a time).
 
     Under torchrun (an initialised process group) the loader holds only this rank's share of
     the batches (distributed.shard_batches) while the dataset lists every image; merge the
     ranks' predictions with distributed.gather_predictions. Single process: every batch.
     """
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
-    ratios = []
+    ratios, pixels = [], []
     for _, p in ds.items:
         try:
             w, h = image_size(p)
-            ratios.append(w / h)
         except ValueError:
-            ratios.append(1.0)  # unreadable: reported by name when its batch runs
-    return ds, shard_batches(inference_loader(ds, ratios, batch_size, workers))
+            w = h = 1  # unreadable: reported by name when its batch runs
+        ratios.append(w / h)
+        pixels.append(w * h)
+    return ds, shard_batches(inference_loader(ds, ratios, batch_size, workers, pixels))
 
 
 def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,

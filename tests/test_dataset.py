@@ -251,3 +251,17 @@ def test_grouped_batches_resume_mid_pool_where_the_run_stopped(replicas, rank):
     full = _batches(widths, 4, replicas=replicas, rank=rank)
     for done in range(len(full) + 1):
         assert _batches(widths, 4, done, replicas=replicas, rank=rank) == full[done:], done
+
+
+def test_inference_batches_group_by_shape_and_never_hold_more_than_the_pixel_budget():
+    from digitdet.data.loaders import MAX_BATCH_PIXELS, shape_grouped_batches
+
+    ratios = [2.0, 1.0, 3.0, 1.5, 2.5]
+    assert shape_grouped_batches(ratios, 2) == [[1, 3], [0, 4], [2]]  # by aspect ratio, then by count
+    small = [100 * 50] * 5  # SVHN-sized photos: the count decides, as without pixels
+    assert shape_grouped_batches(ratios, 2, small) == shape_grouped_batches(ratios, 2)
+    phone = [4032 * 3024, 640 * 480, 640 * 480, 4032 * 3024, 640 * 480]
+    batches = shape_grouped_batches(ratios, 32, phone)
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    assert all(len(b) == 1 or sum(phone[i] for i in b) <= MAX_BATCH_PIXELS for b in batches)
+    assert [b for b in batches if 0 in b] == [[0]] and [b for b in batches if 3 in b] == [[3]]

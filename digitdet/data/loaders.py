@@ -104,15 +104,34 @@ def aspect_sorted_batches(samples: list, batch_size: int, drop_last: bool) -> li
     return batches
 
 
-def shape_grouped_batches(aspect_ratios: list[float], batch_size: int) -> list[list[int]]:
+# A batch of photos holds at most this many pixels (with ``pixels`` given): 32 VGA photos, 118 MB
+# as float tensors. 32 phone photos of 12 MP would be 4.7 GB, before the loader's prefetching.
+MAX_BATCH_PIXELS = 32 * 640 * 480
+
+
+def shape_grouped_batches(aspect_ratios: list[float], batch_size: int, pixels: list[int] | None = None,
+                          max_pixels: int = MAX_BATCH_PIXELS) -> list[list[int]]:
     """Batches of indices with similar aspect ratio, so padding to the batch's largest image
-    wastes little compute; results are keyed by image id, so order does not matter."""
+    wastes little compute; results are keyed by image id, so order does not matter. With
+    ``pixels`` (each image's width x height), a batch also ends before it would pass
+    ``max_pixels`` (a larger image has a batch of its own)."""
     order = np.argsort(np.asarray(aspect_ratios), kind="stable").tolist()
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, batch, total = [], [], 0
+    for i in order:
+        size = pixels[i] if pixels is not None else 0
+        if batch and (len(batch) == batch_size or total + size > max_pixels):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(i)
+        total += size
+    return batches + [batch] if batch else batches
 
 
-def inference_loader(dataset, aspect_ratios: list[float] | None, batch_size: int, workers: int) -> DataLoader:
+def inference_loader(dataset, aspect_ratios: list[float] | None, batch_size: int, workers: int,
+                     pixels: list[int] | None = None) -> DataLoader:
+    """Batches of ``dataset`` in its order, or grouped by ``aspect_ratios`` (and bounded by
+    ``pixels``, each image's width x height) as :func:`shape_grouped_batches` cuts them."""
     if aspect_ratios is None:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
-    return DataLoader(dataset, batch_sampler=shape_grouped_batches(aspect_ratios, batch_size),
+    return DataLoader(dataset, batch_sampler=shape_grouped_batches(aspect_ratios, batch_size, pixels),
                       num_workers=workers, collate_fn=collate)
