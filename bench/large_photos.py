@@ -7,7 +7,8 @@ photo at a chosen digit height, a share of that photo's height.
 
 The backgrounds are scikit-image's sample photos (coffee, chelsea, astronaut, ...), cropped and
 resized at random to ``--size`` (default 1024x768); the picture's median digit becomes
-``fraction x`` the photo's height tall, at a random place. SVHN's own photos are crops where the
+``fraction x`` the photo's height tall, at a random place; fraction 0 gives the photos without
+the number, where reading right means reading none ("-1"). SVHN's own photos are crops where the
 digits fill about half the height (fraction ~0.4); the model reads at a 64-px short side, so a
 number at fraction 0.05 reaches it 3 px tall unless the reader searches at larger scales
 (``zoom_scan``, digitdet/zoom.py). Prints accuracy and reading time by fraction.
@@ -52,7 +53,7 @@ def compose(rng, picture: np.ndarray, boxes: np.ndarray, fraction: float, size: 
     picture's pixels) have a median height of ``fraction`` x the photo's height; a picture that
     would not fit is cut to the photo's size around its digits."""
     w, h = size
-    scale = fraction * h / float(np.median(boxes[:, 3]))
+    scale = (fraction or 0.05) * h / float(np.median(boxes[:, 3]))
     pic = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     x1, y1 = (boxes[:, :2].min(0) * scale).astype(int)
     x2, y2 = ((boxes[:, :2] + boxes[:, 2:]).max(0) * scale).astype(int)
@@ -67,7 +68,8 @@ def compose(rng, picture: np.ndarray, boxes: np.ndarray, fraction: float, size: 
     y0, x0 = int(rng.integers(0, bg.shape[0] - bh + 1)), int(rng.integers(0, bg.shape[1] - bw + 1))
     photo = cv2.resize(np.ascontiguousarray(bg[y0:y0 + bh, x0:x0 + bw]), (w, h), interpolation=cv2.INTER_CUBIC)
     x, y = int(rng.integers(0, w - pic.shape[1] + 1)), int(rng.integers(0, h - pic.shape[0] + 1))
-    photo[y:y + pic.shape[0], x:x + pic.shape[1]] = pic
+    if fraction > 0:  # 0: the photo alone, a house front without its number
+        photo[y:y + pic.shape[0], x:x + pic.shape[1]] = pic
     return photo
 
 
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
             seconds += time.perf_counter() - start
             read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                                  iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh)
-            right += read == truth[im["id"]]
+            right += read == (truth[im["id"]] if fraction > 0 else "-1")
         print(f"{fraction:>8g} {len(images):>7} {right / len(images):>9.3f} {len(images) / seconds:>9.1f}")
 
 

@@ -22,10 +22,12 @@ photo's short side were read 35% of the time, against 95% at 30-45% (docs/result
    the second look's scale, then twice that, up to ``zoom_scan`` x the input scale, while its
    short side holds that many input scales. The number of a phone's picture of a house front, a
    few percent of its height, reaches the model a few pixels tall at the input scale, where
-   bricks and leaves score 0.3-0.8 as digits; at the scale that suits it, it scores ~1. The
-   more confident look is kept, as in step 5, and a photo whose digits came from the scan is
-   read again on a crop around those scoring the reading threshold, as in steps 2-4. Photos of SVHN's size never reach this
-   step (bench/large_photos.py).
+   bricks and leaves score 0.3-0.8 as digits; at the scale that suits it, it scores ~1. A
+   scan's look is taken only when its best digit scores ``zoom_scan_score`` (at 4-8x, photos
+   without a number had no digit over ~0.95, photos with one nearly always one over 0.98) and
+   more than the look before; a photo whose digits came from the scan is read again on a crop
+   around those scoring the reading threshold, as in steps 2-4. Photos of SVHN's size never
+   reach this step (bench/large_photos.py).
 
 Output contract is that of :func:`digitdet.engine.predict_batches`'s ``detect``: per image
 ``(boxes xyxy (N, 4) in pixels of the original image, labels int64 (N,) 1..10, scores (N,))``.
@@ -73,13 +75,14 @@ def _check(below: float, margin: float, empty_scale: float = 0.0, scan: float = 
 
 
 def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75, empty_detect=None,
-                  scan=(), sure: float = 0.5):
+                  scan=(), sure: float = 0.5, scan_score: float = 0.98):
     """Wrap ``detect(images) -> [(boxes, labels, scores), ...]`` (images: (3, H, W) tensors) so
     that photos with small digits are read again on a crop around them, photos with no digit
     scoring ``>= score`` again by ``empty_detect`` when given, and photos whose best digit so
     far scores under ``sure`` by each ``(min_side, look)`` of ``scan`` in turn, where their short
-    side is at least ``min_side`` px (module docstring, steps 5-6). Bad settings raise
-    ValueError here, before any photo is read."""
+    side is at least ``min_side`` px; a scan's look counts only when its best digit scores
+    ``scan_score`` (module docstring, steps 5-6). Bad settings raise ValueError here, before
+    any photo is read."""
     _check(below, margin)
 
     def found(dets: tuple) -> bool:
@@ -111,7 +114,7 @@ def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float
             for k, im in enumerate(images):
                 if _best(first[k][2]) < sure and min(im.shape[-2:]) >= min_side:
                     again = look([im])[0]  # one photo a call: a batch of large photos at 8x is GBs
-                    if _best(again[2]) > _best(first[k][2]):
+                    if _best(again[2]) >= scan_score and _best(again[2]) > _best(first[k][2]):
                         first[k] = again
                         scanned.add(k)
         # around the digits the scan is sure of: at 4-8x a large photo's bricks and leaves still
@@ -163,4 +166,5 @@ def reading_detector(model, cfg, device, detect=None):
         empty = enlarged_detector(model, device, cfg.zoom_empty_scale)
         scan = [(f * cfg.min_size, enlarged_detector(model, device, f))
                 for f in scan_factors(cfg.zoom_empty_scale, cfg.zoom_scan)]
-    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin, empty, scan, cfg.decode_score_thresh)
+    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin, empty, scan, cfg.decode_score_thresh,
+                         cfg.zoom_scan_score)

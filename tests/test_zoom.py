@@ -180,3 +180,19 @@ def test_a_large_photo_without_a_sure_digit_is_scanned_and_read_on_a_crop_around
     np.testing.assert_allclose(boxes, [[20 + x1, 10 + y1, 30 + x1, 30 + y1]])  # the crop's digit, in photo pixels
     assert labels.tolist() == [8]
     assert small_labels.tolist() == [2] and small_scores.tolist() == pytest.approx([0.6])  # too small to scan
+
+
+def test_a_scan_look_that_is_not_sure_enough_is_not_taken():
+    # bricks and leaves at 8x score up to ~0.95 as digits: a photo without a number keeps pass 1
+    def first(images):
+        return [(np.array([[300, 200, 306, 210]], np.float32), np.array([2]), np.array([0.6], np.float32))
+                for _ in images]
+
+    def leaves(images):
+        return [(np.array([[10, 10, 16, 20]], np.float32), np.array([7]), np.array([0.95], np.float32))
+                for _ in images]
+
+    detect = zoom_detector(first, score=0.3, below=0.01, scan=[(256, leaves), (512, leaves)], sure=0.9,
+                           scan_score=0.98)
+    (_, labels, scores), = detect([torch.zeros(3, 600, 800)])
+    assert labels.tolist() == [2] and scores.tolist() == pytest.approx([0.6])
