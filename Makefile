@@ -50,7 +50,7 @@ demo: $(STAMP) fonts pen
 	$(BIN)/digitdet evaluate --weights $(DEMO)/run/best.pt --data $(DEMO)/data --split valid --tune-decoder --tune-scale
 	$(BIN)/digitdet predict --weights $(DEMO)/run/best.pt --images $(DEMO)/data/test --out $(DEMO)/pred
 	$(BIN)/digitdet evaluate --pred $(DEMO)/pred/pred.json --csv $(DEMO)/pred/pred.csv --data $(DEMO)/data --split test
-	# The same test images read by the model bundled with the package (trained ~810 CPU minutes, see README).
+	# The same test images read by the model bundled with the package (trained ~870 CPU minutes, see README).
 	$(BIN)/digitdet predict --images $(DEMO)/data/test --out $(DEMO)/pred_bundled --quiet
 	$(BIN)/digitdet evaluate --pred $(DEMO)/pred_bundled/pred.json --csv $(DEMO)/pred_bundled/pred.csv --data $(DEMO)/data --split test
 	@echo "demo done: predictions in $(DEMO)/pred/ (4-minute model) and $(DEMO)/pred_bundled/ (bundled model)"
