@@ -100,6 +100,18 @@ def test_test_folder_ids_and_bad_names(tiny_data, tmp_path):
         list_images(tmp_path)
 
 
+def test_one_image_file_is_a_folder_of_one(tmp_path):
+    (tmp_path / "17.png").write_bytes(b"")
+    (tmp_path / "front door.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"")
+    assert list_images(tmp_path / "17.png") == [(17, tmp_path / "17.png")]
+    assert list_images(tmp_path / "front door.png") == [(1, tmp_path / "front door.png")]
+    with pytest.raises(ValueError, match="notes.txt: not an image"):
+        list_images(tmp_path / "notes.txt")
+    with pytest.raises(NotADirectoryError, match="missing: no such folder"):
+        list_images(tmp_path / "missing")
+
+
 def test_unreadable_test_image_is_reported_not_fatal(tiny_data, tmp_path):
     folder = tmp_path / "t"
     shutil.copytree(tiny_data / "test", folder)

@@ -14,10 +14,11 @@ from digitdet.tta import predict_folder_tta, requested_views
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="write OUT/pred.json and OUT/pred.csv for a folder of images")
+    p = sub.add_parser(name, help="write OUT/pred.json and OUT/pred.csv for a folder of images (or one image)")
     p.add_argument("--weights", help="checkpoint; default: the small model bundled with digitdet")
     p.add_argument("--images", required=True,
-                   help="folder of images named <image_id>.png; other names are numbered, see OUT/image_ids.csv")
+                   help="folder of images named <image_id>.png (or one image file); other names are numbered, "
+                        "see OUT/image_ids.csv")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",

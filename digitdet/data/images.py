@@ -85,16 +85,20 @@ def image_ids(filenames: list[str], strict: bool = False) -> dict[str, int]:
 
 
 def list_images(folder: str | Path) -> list[tuple[int, Path]]:
-    """Images of an unannotated folder as (image_id, path), sorted by id.
+    """Images of an unannotated folder (or one image file) as (image_id, path), sorted by id.
 
     The image id is the integer of the file stem (``17.png`` -> 17), as the assignment's
     test set defines it; files with other names (``house.jpg``) are numbered after the
-    largest such id in name order (:func:`image_ids`), so any folder of photos can be read.
-    Two files with one id ("7.png", "7.jpg") are a ValueError.
+    largest such id in name order (:func:`image_ids`), so any folder of photos can be read
+    (one file so named is image 1). Two files with one id ("7.png", "7.jpg") are a ValueError.
     """
     folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"{folder}: not an image ({', '.join(IMAGE_SUFFIXES)}) nor a folder of images")
+        return [(image_ids([str(folder)])[str(folder)], folder)]
     if not folder.is_dir():
-        raise NotADirectoryError(f"{folder}: not a folder of images")
+        raise NotADirectoryError(f"{folder}: no such folder of images (or image file)")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
