@@ -40,9 +40,9 @@ import torch
 
 from digitdet.config import load_config
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.decode import tune_decoder
+from digitdet.decode import no_start_ids, tune_decoder
 from digitdet.engine import predict_batches
-from digitdet.evaluation import score_detections
+from digitdet.evaluation import gt_sizes, score_detections
 from digitdet.inference import SCALE_FACTORS, load_detector, tune_reading
 from digitdet.metrics import gt_numbers
 from digitdet.zoom import reading_detector
@@ -153,7 +153,8 @@ def score(dets_valid, dets_test, data: Path, cfg, limit: int = 0) -> dict:
         return {**coco, "images": [im for im in coco["images"] if im["id"] in keep],
                 "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
 
-    tuned = tune_decoder(dets_valid, gt_numbers(gt("valid")), iou_thresh=cfg.decode_iou_thresh)
+    tuned = tune_decoder(dets_valid, gt_numbers(gt("valid")), iou_thresh=cfg.decode_iou_thresh,
+                         no_start=no_start_ids(gt_sizes(gt("valid")), cfg.decoder()["line_start_side"]))
     m = score_detections(dets_test, gt("test"), cfg, decoder=tuned)
     return {"map": m["map"], "ap50": m["ap50"], "accuracy": m["accuracy"], "decode_thresh": tuned["score_thresh"],
             "decode_line": tuned["line_thresh"], "test_images": len(gt("test")["images"])}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from digitdet.data.coco import load_coco_digits, split_paths
+from digitdet.data.images import folder_sizes
 from digitdet.data.synth_style import luminance, sample_style
 from digitdet.data.synthetic import sample_rng
 from digitdet.evaluation import decode_all
@@ -60,7 +61,7 @@ def read_split(args, images_dir: Path, image_ids) -> dict[int, str]:
     torch.set_num_threads(args.threads)
     model, cfg, _ = load_detector(args.weights, torch.device("cpu"))
     out = predict_folder(model, cfg, images_dir, torch.device("cpu"), workers=1, progress=True)
-    return decode_all(out["detections"], image_ids, cfg.decoder())
+    return decode_all(out["detections"], image_ids, cfg.decoder(), folder_sizes(images_dir))
 
 
 def main(argv=None) -> None:

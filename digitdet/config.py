@@ -178,6 +178,12 @@ class Config:
     # Line reading (digitdet/decode.py): boxes scoring >= this also join the digits read when
     # they sit beside one on its line; 0 = off. Tuned with decode_score_thresh (--tune-decoder).
     decode_line_thresh: float = 0.0
+    # ... and when no digit reaches decode_score_thresh, line reading starts the line from the
+    # best box over decode_line_thresh (every SVHN crop holds a number) only in photos whose
+    # short side is under this many input scales (min_size); a larger photo, a phone's picture
+    # of a house front, need not hold one: there the rule read a number into 36% of photos
+    # without one (bench/large_photos.py). 0 = in every photo.
+    decode_line_start_below: float = 4.0
     # Zoom-in reading (digitdet/zoom.py): photos whose digits are small (median height under
     # zoom_below x the short side; pass 1's digits scoring >= zoom_score) are read again on a crop
     # reaching zoom_margin digit heights beyond them. +2.9 to +5.0 points of test accuracy for the
@@ -231,8 +237,12 @@ class Config:
         return Config.from_dict(d, source="command-line override")
 
     def decoder(self) -> dict:
-        """The number-reading settings as a checkpoint's ``"decoder"`` dict stores them."""
-        return {key: getattr(self, name) for key, name in DECODER_FIELDS.items()}
+        """The number-reading settings as a checkpoint's ``"decoder"`` dict stores them, and
+        ``line_start_side``: the short side in px from which a photo is read without line
+        reading's start rule (``decode_line_start_below`` x ``min_size``; 0 = none; not tuned,
+        so :meth:`apply_decoder` ignores it)."""
+        return {**{key: getattr(self, name) for key, name in DECODER_FIELDS.items()},
+                "line_start_side": round(self.decode_line_start_below * self.min_size)}
 
     def apply_decoder(self, decoder: dict | None) -> "Config":
         """Take the reading settings of a checkpoint's ``"decoder"`` dict (keys it lacks, e.g.

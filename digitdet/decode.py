@@ -16,7 +16,8 @@ height, so a confident digit vouches for a weaker one beside it, and a fairly co
 off the line (a fragment of the next door's number, a screw, a letter of the street name)
 is left out. Digits scoring >= ``score_thresh`` are read; then any box scoring >= ``line_thresh``
 joins them when it sits next to one of them on its line (:func:`_on_line`), and when no digit
-reaches ``score_thresh`` the best box scoring >= ``line_thresh`` starts the line. Tuned on
+reaches ``score_thresh`` the best box scoring >= ``line_thresh`` starts the line (every SVHN
+photo holds a number; not in a photo too large to be such a crop, :func:`line_start`). Tuned on
 valid with :func:`tune_decoder`, it read 1.7-3.3 points more numbers of three synthetic test
 sets for the 60-minute model, 0.2-1.6 more of seven for the bundled one (docs/results.md, "Line reading").
 """
@@ -98,8 +99,24 @@ def suppress_duplicates(boxes_xyxy, scores, iou_thresh: float = 0.5,
     return np.asarray(keep, dtype=np.int64)
 
 
+def line_start(size, side: int) -> bool:
+    """Whether line reading's start rule (module docstring) reads a photo of ``size`` (width,
+    height; None = unknown): only when its short side is under ``side`` px (0 = every photo).
+
+    SVHN's photos are crops around their number, so one box over the line threshold is better
+    read than nothing; a phone's photo of a house front, or of no house number at all, is
+    several times larger, and there the start rule read bricks and leaves as a number in 36% of
+    the photos without one (docs/results.md, "Large photos: the zoom scan")."""
+    return not side or size is None or min(size) < side
+
+
+def no_start_ids(sizes: dict | None, side: int) -> frozenset:
+    """Ids of ``sizes`` (``{image_id: (width, height)}``) that :func:`line_start` reads without the start rule."""
+    return frozenset(i for i, size in (sizes or {}).items() if not line_start(size, side))
+
+
 def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thresh: float = 0.5,
-                  contain_thresh: float = 0.8, line_thresh: float = 0.0) -> str:
+                  contain_thresh: float = 0.8, line_thresh: float = 0.0, line_start: bool = True) -> str:
     """Read the house number from one image's detections.
 
     Args:
@@ -110,6 +127,9 @@ def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thr
         iou_thresh, contain_thresh: duplicate rule of :func:`suppress_duplicates`.
         line_thresh: line reading (module docstring): boxes scoring >= this also join the
             digits read when they sit on their line; 0 (or >= ``score_thresh``) = off.
+        line_start: with line reading, whether the best box scoring >= ``line_thresh`` starts
+            the line when no digit reaches ``score_thresh`` (every SVHN photo holds a number;
+            a large photo need not, see :func:`line_start`).
 
     Returns:
         The digits left to right as a string (leading zeros kept, e.g. ``"07"``), or
@@ -119,12 +139,14 @@ def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thr
     the line); (2) class-agnostic duplicate suppression, the higher score wins; (3) order by
     box centre x; (4) map labels to digits via labels.py.
     """
-    boxes, labels, _ = read_digits(boxes_xyxy, labels, scores, score_thresh, iou_thresh, contain_thresh, line_thresh)
+    boxes, labels, _ = read_digits(boxes_xyxy, labels, scores, score_thresh, iou_thresh, contain_thresh, line_thresh,
+                                   line_start)
     return _read_left_to_right(boxes, labels)
 
 
 def read_digits(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thresh: float = 0.5,
-                contain_thresh: float = 0.8, line_thresh: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                contain_thresh: float = 0.8, line_thresh: float = 0.0,
+                line_start: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The boxes :func:`decode_number` reads, highest score first: (boxes xyxy, labels, scores).
     Arguments as there."""
     boxes, labels, scores = _detections(boxes_xyxy, labels, scores)
@@ -137,27 +159,28 @@ def read_digits(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thres
     # 2. One digit per piece of ink, whatever class each duplicate claims.
     keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
     boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
-    read = _reading_mask(boxes, scores, score_thresh, line_thresh)
+    read = _reading_mask(boxes, scores, score_thresh, line_thresh, line_start)
     return boxes[read], labels[read], scores[read]
 
 
-def _reading_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, line_thresh: float) -> np.ndarray:
+def _reading_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, line_thresh: float,
+                  line_start: bool = True) -> np.ndarray:
     """Which of one image's boxes (duplicates removed, highest score first) are read: those
     scoring >= ``score_thresh``, and with line reading the candidates :func:`_line_mask` adds."""
     if not 0 < line_thresh < score_thresh:
         return scores >= score_thresh
     read = np.zeros(len(boxes), bool)
     cand = np.flatnonzero(scores >= line_thresh)
-    read[cand] = _line_mask(boxes[cand], scores[cand], score_thresh)
+    read[cand] = _line_mask(boxes[cand], scores[cand], score_thresh, line_start)
     return read
 
 
-def _line_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float) -> np.ndarray:
+def _line_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, line_start: bool = True) -> np.ndarray:
     """Which of one image's boxes (duplicates removed, highest score first, all candidates)
-    line reading reads: those >= ``score_thresh`` (else the best one), then, by falling score,
-    every candidate :func:`_on_line` with a digit already read."""
+    line reading reads: those >= ``score_thresh`` (else, with ``line_start``, the best one),
+    then, by falling score, every candidate :func:`_on_line` with a digit already read."""
     read = scores >= score_thresh
-    if len(boxes) and not read.any():
+    if line_start and len(boxes) and not read.any():
         read[0] = True
     added = True
     while added:
@@ -267,7 +290,7 @@ LINE_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_thresh: float = 0.5,
-                 contain_thresh: float = 0.8, line_thresholds=LINE_THRESHOLDS) -> dict:
+                 contain_thresh: float = 0.8, line_thresholds=LINE_THRESHOLDS, no_start=frozenset()) -> dict:
     """Pick ``decode_number``'s score threshold and line-reading threshold that maximise
     exact-match accuracy.
 
@@ -279,6 +302,7 @@ def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_th
         iou_thresh, contain_thresh: duplicate rule, as in :func:`decode_number`.
         line_thresholds: line_thresh candidates (0 = off); ``(0,)`` tunes plain reading only.
             Each is tried with every score threshold above it.
+        no_start: ids of images read without line reading's start rule (:func:`no_start_ids`).
 
     Returns:
         ``{"score_thresh", "line_thresh", "accuracy", "curve": [(score_thresh, accuracy), ...]
@@ -306,8 +330,8 @@ def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_th
         keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
         survivors[image_id] = (boxes[keep], labels[keep], scores[keep])
 
-    def read(b, l, s, t, line):
-        mask = _reading_mask(b, s, t, line)
+    def read(b, l, s, t, line, start):
+        mask = _reading_mask(b, s, t, line, start)
         return _read_left_to_right(b[mask], l[mask])
 
     best, line_curve = None, []
@@ -316,8 +340,8 @@ def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_th
         ts = [t for t in thresholds if line <= 0 or t > line]
         if not ts:
             continue
-        curve = [(t, sum(read(b, l, s, t, line) == gt_numbers[i] for i, (b, l, s) in survivors.items())
-                  / len(gt_numbers)) for t in ts]
+        curve = [(t, sum(read(b, l, s, t, line, i not in no_start) == gt_numbers[i]
+                         for i, (b, l, s) in survivors.items()) / len(gt_numbers)) for t in ts]
         score_thresh, accuracy = _best_threshold(curve)
         line_curve.append((line, score_thresh, accuracy))
         if best is None or accuracy > best["accuracy"]:

@@ -13,7 +13,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.decode import decode_number, read_digits
+from digitdet.decode import decode_number, line_start, read_digits
 from digitdet.engine import empty_detections
 from digitdet.evaluation import detections_to_results
 from digitdet.labels import NUM_DIGITS, category_to_digit
@@ -61,16 +61,23 @@ def _gt_by_image(gt: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return {i: (xywh_to_xyxy(b), np.asarray(c, dtype=np.int64)) for i, (b, c) in out.items()}
 
 
-def read_boxes(det, score_thresh: float, decode_iou: float = 0.5,
-               line_thresh: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_boxes(det, score_thresh: float, decode_iou: float = 0.5, line_thresh: float = 0.0,
+               start: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The boxes :func:`decode_number` reads from one image's detections (score >= threshold,
-    class-agnostic duplicates removed, line reading with ``line_thresh`` > 0), highest score
-    first: (boxes xyxy, labels, scores)."""
-    return read_digits(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh)
+    class-agnostic duplicates removed, line reading with ``line_thresh`` > 0, its start rule
+    with ``start``), highest score first: (boxes xyxy, labels, scores)."""
+    return read_digits(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh,
+                       line_start=start)
+
+
+def _starts(gt: dict, line_start_side: int) -> dict[int, bool]:
+    """``{image_id: whether line reading's start rule reads it}`` for ``gt``'s images (:func:`line_start`)."""
+    return {int(im["id"]): line_start((im["width"], im["height"]) if im.get("width") and im.get("height") else None,
+                                      line_start_side) for im in gt["images"]}
 
 
 def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float = 0.5,
-                     decode_iou: float = 0.5, line_thresh: float = 0.0) -> np.ndarray:
+                     decode_iou: float = 0.5, line_thresh: float = 0.0, line_start_side: int = 0) -> np.ndarray:
     """(11, 11) int counts: rows :data:`CONFUSION_ROWS` (true digit, then "none"), columns
     :data:`CONFUSION_COLS` (digit read, then "missed").
 
@@ -79,10 +86,13 @@ def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float
     that IoU >= ``iou`` (class-agnostic: a wrong digit on the right ink is a confusion, not
     a miss). Unmatched reads count in row "none" (phantom digits), unmatched GT boxes in
     column "missed". Written by hand: COCO matching is per class, so it has no confusions.
+    ``line_start_side``: as ``Config.decoder()``'s, with the photo sizes ``gt`` states.
     """
     m = np.zeros((NUM_DIGITS + 1, NUM_DIGITS + 1), dtype=np.int64)
+    starts = _starts(gt, line_start_side)
     for image_id, (gt_boxes, gt_labels) in _gt_by_image(gt).items():
-        boxes, labels, _ = read_boxes(dets.get(image_id, empty_detections()), score_thresh, decode_iou, line_thresh)
+        boxes, labels, _ = read_boxes(dets.get(image_id, empty_detections()), score_thresh, decode_iou, line_thresh,
+                                      starts[image_id])
         ious = iou_xyxy(boxes, gt_boxes)
         free = np.ones(len(gt_boxes), dtype=bool)
         for j in range(len(boxes)):  # read_boxes returns highest score first
@@ -99,22 +109,24 @@ def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float
 
 
 def worst_number_errors(dets: dict, gt: dict, score_thresh: float = 0.5, decode_iou: float = 0.5,
-                        n: int = 24, line_thresh: float = 0.0) -> list[dict]:
+                        n: int = 24, line_thresh: float = 0.0, line_start_side: int = 0) -> list[dict]:
     """The ``n`` worst wrongly read numbers of ``gt``'s images, worst first.
 
     "Worst" = least similar to the truth (``difflib`` ratio of the two strings), then most
     confident (mean score of the digits read): a confidently wrong number is the most
     instructive. Each item: ``{"image_id", "read", "truth", "kind" (metrics.classify_error),
-    "confidence"}``.
+    "confidence"}``. ``line_start_side`` as for :func:`confusion_matrix`.
     """
     truth = gt_numbers(gt)
+    starts = _starts(gt, line_start_side)
     items = []
     for image_id, true_number in truth.items():
         det = dets.get(image_id, empty_detections())
-        read = decode_number(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh)
+        read = decode_number(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh,
+                             line_start=starts[image_id])
         if read == true_number:
             continue
-        scores = read_boxes(det, score_thresh, decode_iou, line_thresh)[2]
+        scores = read_boxes(det, score_thresh, decode_iou, line_thresh, starts[image_id])[2]
         items.append({"image_id": image_id, "read": read, "truth": true_number,
                       "kind": classify_error(read, true_number),
                       "confidence": float(scores.mean()) if len(scores) else 0.0})

@@ -39,7 +39,7 @@ import numpy as np
 from ensemble_boxes import nms, non_maximum_weighted, soft_nms, weighted_boxes_fusion
 
 from digitdet.boxes import iou_xyxy
-from digitdet.data.images import image_size, list_images
+from digitdet.data.images import folder_sizes
 from digitdet.decode import NO_NUMBER, decode_number, group_by_image
 from digitdet.evaluation import decode_all, detections_to_results
 from digitdet.inference import decoder_of_predictions
@@ -233,14 +233,16 @@ def vote_numbers(member_numbers: list[dict], weights=None, tie_break: dict | Non
 
 def fuse_numbers(members: list[dict], fused: dict, image_ids, weights=None, mode: str = "vote",
                  score_thresh: float = 0.5, iou: float = 0.55, min_agreement: float = 0.5,
-                 decode_iou: float = 0.5, member_decoders: list[dict | None] | None = None) -> dict:
+                 decode_iou: float = 0.5, member_decoders: list[dict | None] | None = None,
+                 sizes: dict | None = None) -> dict:
     """The ensemble's number for every image of ``image_ids`` (Task 2); ``mode`` in :data:`NUMBER_FUSIONS`.
 
     ``members``: the members' ``dets``; ``fused``: their fusion (:func:`fuse_detections`).
     ``"boxes"`` -> :func:`decode_agreed` per image; ``"vote"`` -> :func:`vote_numbers` over each
     member's :func:`decode_number` reading, ties broken by the "boxes" reading. Member k reads
     with ``member_decoders[k]`` (``Config.decoder()`` settings) where given, else plainly at
-    ``score_thresh`` / ``decode_iou``.
+    ``score_thresh`` / ``decode_iou``; ``sizes`` (``{image_id: (width, height)}``) as for
+    :func:`digitdet.evaluation.decode_all`.
     """
     if mode not in NUMBER_FUSIONS:
         raise ValueError(f"unknown number fusion {mode!r}; choose one of {NUMBER_FUSIONS}")
@@ -254,16 +256,11 @@ def fuse_numbers(members: list[dict], fused: dict, image_ids, weights=None, mode
     if len(decoders) != len(members):
         raise ValueError(f"{len(decoders)} member decoders for {len(members)} members")
     plain = {"score_thresh": score_thresh, "iou_thresh": decode_iou}
-    readings = [decode_all(m, image_ids, d or plain) for m, d in zip(members, decoders)]
+    readings = [decode_all(m, image_ids, d or plain, sizes) for m, d in zip(members, decoders)]
     return vote_numbers(readings, w, tie_break=agreed)
 
 
 # ---- prediction files --------------------------------------------------------------------------
-
-def folder_sizes(images_dir) -> dict[int, tuple[int, int]]:
-    """``{image_id: (width, height)}`` of every image of a folder, read from the file headers."""
-    return {image_id: image_size(path) for image_id, path in list_images(images_dir)}
-
 
 def ensemble_files(pred_paths: list, images_dir, out_dir, weights=None, method: str = "wbf", iou: float = 0.55,
                    skip_box_thr: float = 0.0, conf_type: str = "avg", number_fusion: str = "vote",
@@ -289,7 +286,7 @@ def ensemble_files(pred_paths: list, images_dir, out_dir, weights=None, method: 
     fused = fuse_detections(members, sizes, weights, method, iou, skip_box_thr, conf_type)
     decoders = [decoder_of_predictions(p) if decode_thresh is None else None for p in pred_paths]
     numbers = fuse_numbers(members, fused, sizes, weights, number_fusion, 0.5 if decode_thresh is None else decode_thresh,
-                           iou, min_agreement, member_decoders=decoders)
+                           iou, min_agreement, member_decoders=decoders, sizes=sizes)
     out_dir = Path(out_dir)
     write_pred_json(out_dir / "pred.json", detections_to_results(fused, 0.0, max_dets))
     write_pred_csv(out_dir / "pred.csv", numbers)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from digitdet.boxes import pad_xyxy, same_height_xyxy
-from digitdet.decode import decode_number, detections_to_coco
+from digitdet.decode import decode_number, detections_to_coco, no_start_ids
 from digitdet.distributed import gather_predictions, on_main
 from digitdet.engine import empty_detections, predict_batches
 from digitdet.metrics import coco_map, gt_numbers, number_errors, sequence_accuracy
@@ -35,12 +35,20 @@ def pred_results(dets: dict, cfg, box_pad: float | None = None, same_height: boo
                                  cfg.decode_score_thresh if same else None)
 
 
-def decode_all(dets: dict, image_ids, decoder: dict) -> dict[int, str]:
+def decode_all(dets: dict, image_ids, decoder: dict, sizes: dict | None = None) -> dict[int, str]:
     """The number read in every image of ``image_ids`` ("-1" for images without detections);
-    ``decoder`` holds :func:`decode_number`'s settings as ``Config.decoder()`` gives them."""
+    ``decoder`` holds :func:`decode_number`'s settings as ``Config.decoder()`` gives them;
+    ``sizes`` (``{image_id: (width, height)}``) tells which photos are too large for line
+    reading's start rule (:func:`digitdet.decode.line_start`); without it every photo has it."""
     kw = {"score_thresh": decoder["score_thresh"], "iou_thresh": decoder["iou_thresh"],
           "line_thresh": decoder.get("line_thresh", 0.0)}
-    return {i: decode_number(*dets.get(i, empty_detections()), **kw) for i in image_ids}
+    no_start = no_start_ids(sizes, decoder.get("line_start_side", 0))
+    return {i: decode_number(*dets.get(i, empty_detections()), **kw, line_start=i not in no_start) for i in image_ids}
+
+
+def gt_sizes(gt: dict) -> dict[int, tuple[int, int]]:
+    """``{image_id: (width, height)}`` of a COCO dict's images (those that state both)."""
+    return {int(im["id"]): (im["width"], im["height"]) for im in gt["images"] if im.get("width") and im.get("height")}
 
 
 def score_detections(dets: dict, gt: dict, cfg, decoder: dict | None = None) -> dict:
@@ -49,7 +57,7 @@ def score_detections(dets: dict, gt: dict, cfg, decoder: dict | None = None) -> 
     decoder = {**cfg.decoder(), **(decoder or {})}
     metrics = coco_map(gt, pred_results(dets, cfg))
     truth = gt_numbers(gt)
-    pred = decode_all(dets, truth.keys(), decoder)
+    pred = decode_all(dets, truth.keys(), decoder, gt_sizes(gt))
     metrics["accuracy"] = sequence_accuracy(pred, truth)
     metrics["errors"] = number_errors(pred, truth)
     metrics["decode_score_thresh"] = decoder["score_thresh"]

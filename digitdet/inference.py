@@ -17,10 +17,10 @@ from digitdet.data.coco import ImageFolderDataset
 from digitdet.data.images import image_size
 from digitdet.data.loaders import inference_loader
 from digitdet.data.transforms import build_transforms
-from digitdet.decode import NO_NUMBER, tune_decoder
+from digitdet.decode import NO_NUMBER, no_start_ids, tune_decoder
 from digitdet.distributed import load_model_state, shard_batches
 from digitdet.engine import predict_batches
-from digitdet.evaluation import decode_all, pred_results, tune_box_style
+from digitdet.evaluation import decode_all, gt_sizes, pred_results, tune_box_style
 from digitdet.io import load_checkpoint, read_json, write_json, write_pred_csv, write_pred_json
 from digitdet.metrics import gt_numbers
 from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS, build_model
@@ -95,7 +95,8 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
         _, loader = folder_loader(images_dir, cfg, batch_size, cfg.workers if workers is None else workers)
         out = predict_batches(model, loader, device, progress=progress, desc=f"read at min_size {size}",
                               detect=reading_detector(model, cfg, device))
-        tuned = tune_decoder(out["detections"], truth, iou_thresh=cfg.decode_iou_thresh)
+        tuned = tune_decoder(out["detections"], truth, iou_thresh=cfg.decode_iou_thresh,
+                             no_start=no_start_ids(gt_sizes(gt), cfg.decoder()["line_start_side"]))
         table.append((size, tuned["score_thresh"], tuned["line_thresh"], tuned["accuracy"]))
         log.info("min_size %d (max_size %d): accuracy %.4f at threshold %.2f, line threshold %.2f", size,
                  max_size, tuned["accuracy"], tuned["score_thresh"], tuned["line_thresh"])
@@ -152,24 +153,32 @@ def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32,
 PRED_CONFIG = "pred_config.json"
 
 
-def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Config) -> tuple[Path, Path]:
+def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Config,
+                     sizes: dict | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/pred.json``, ``out_dir/pred.csv`` and ``out_dir/pred_config.json`` (the
-    resolved config, incl. the decoder settings pred.csv was read with); returns the first two."""
+    resolved config, incl. the decoder settings pred.csv was read with); returns the first two.
+    ``sizes`` (``{image_id: (width, height)}``) marks the photos too large for line reading's
+    start rule (:func:`digitdet.evaluation.decode_all`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    numbers = decode_all(detections, image_ids, cfg.decoder())
+    numbers = decode_all(detections, image_ids, cfg.decoder(), sizes)
     write_pred_json(out_dir / "pred.json", pred_results(detections, cfg))
     write_pred_csv(out_dir / "pred.csv", numbers)
     write_json(out_dir / PRED_CONFIG, cfg.to_dict())
     return out_dir / "pred.json", out_dir / "pred.csv"
 
 
-def decoder_of_predictions(pred_json) -> dict | None:
-    """``Config.decoder()`` settings that ``write_submission`` read the numbers beside
-    ``pred_json`` with (from its pred_config.json), or None when there is none (e.g. a
-    pred.json from another tool)."""
+def config_of_predictions(pred_json) -> Config | None:
+    """The config ``write_submission`` wrote beside ``pred_json`` (its pred_config.json), or
+    None when there is none (e.g. a pred.json from another tool)."""
     path = Path(pred_json).with_name(PRED_CONFIG)
     if not path.exists():
         return None
-    cfg = Config.from_dict(read_json(path, "prediction config"), source=str(path))
-    return cfg.decoder()
+    return Config.from_dict(read_json(path, "prediction config"), source=str(path))
+
+
+def decoder_of_predictions(pred_json) -> dict | None:
+    """``Config.decoder()`` settings that ``write_submission`` read the numbers beside
+    ``pred_json`` with (from its pred_config.json), or None when there is none."""
+    cfg = config_of_predictions(pred_json)
+    return None if cfg is None else cfg.decoder()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from digitdet.boxes import xywh_to_xyxy
 from digitdet.data.images import list_images, load_rgb
+from digitdet.decode import line_start
 from digitdet.diagnostics import (CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, read_boxes,
                                   worst_number_errors)
 from digitdet.distributed import unwrap
@@ -52,14 +53,17 @@ def _side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
 
 
 def prediction_panel(image: Image.Image, det, score_thresh: float = 0.5, decode_iou: float = 0.5,
-                     gt_boxes_xywh=None, gt_labels=None, caption: str = "", line_thresh: float = 0.0) -> Image.Image:
+                     gt_boxes_xywh=None, gt_labels=None, caption: str = "", line_thresh: float = 0.0,
+                     line_start_side: int = 0) -> Image.Image:
     """One image with the boxes the decoder reads (digit + score) and the number read below.
 
     ``det``: (boxes xyxy px, labels 1..10, scores) of this image. With ``gt_boxes_xywh`` /
     ``gt_labels`` (COCO xywh px, category ids) the truth is drawn beside it in green with
     the true number. ``caption`` is put before the number read (e.g. the file name).
+    ``line_start_side``: as ``Config.decoder()``'s (:func:`digitdet.decode.line_start`).
     """
-    boxes, labels, scores = read_boxes(det, score_thresh, decode_iou, line_thresh)
+    boxes, labels, scores = read_boxes(det, score_thresh, decode_iou, line_thresh,
+                                       line_start(image.size, line_start_side))
     order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")  # the number reads left to right
     digits = [category_to_digit(c) for c in labels[order]]
     read = "".join(map(str, digits)) or "-1"
@@ -83,7 +87,8 @@ def _gt_of(gt: dict | None, image_id: int):
 
 def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None = None, n: int = 36,
                               score_thresh: float = 0.5, decode_iou: float = 0.5, seed: int = 0,
-                              only: set[int] | None = None, line_thresh: float = 0.0) -> list[Path]:
+                              only: set[int] | None = None, line_thresh: float = 0.0,
+                              line_start_side: int = 0) -> list[Path]:
     """``out_dir/grid.png`` of ``n`` images (a seeded sample of ``images_dir``, or of its images
     whose id is in ``only``; all when fewer) and ``out_dir/images/<id>.png`` for each. Image ids
     are ``data.images.list_images``'s (the file stem's integer, as predict numbers them)."""
@@ -97,7 +102,8 @@ def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None =
     for image_id, path in chosen:
         gt_boxes, gt_labels = _gt_of(gt, image_id)
         panel = prediction_panel(load_rgb(path), dets.get(image_id, empty_detections()), score_thresh, decode_iou,
-                                 gt_boxes, gt_labels, caption=f"{path.name}: ", line_thresh=line_thresh)
+                                 gt_boxes, gt_labels, caption=f"{path.name}: ", line_thresh=line_thresh,
+                                 line_start_side=line_start_side)
         save_png_atomic(panel, out_dir / "images" / f"{image_id}.png")
         paths.append(out_dir / "images" / f"{image_id}.png")
         panels.append(panel)
@@ -107,10 +113,10 @@ def write_prediction_pictures(dets: dict, images_dir, out_dir, gt: dict | None =
 
 
 def worst_numbers_gallery(dets: dict, gt: dict, images_dir, score_thresh: float = 0.5, decode_iou: float = 0.5,
-                          n: int = 24, line_thresh: float = 0.0) -> Image.Image | None:
+                          n: int = 24, line_thresh: float = 0.0, line_start_side: int = 0) -> Image.Image | None:
     """A grid of the ``n`` worst numbers read (:func:`diagnostics.worst_number_errors`), each with
     what was read (left) and the truth (right); None when every number is right."""
-    errors = worst_number_errors(dets, gt, score_thresh, decode_iou, n, line_thresh)
+    errors = worst_number_errors(dets, gt, score_thresh, decode_iou, n, line_thresh, line_start_side)
     if not errors:
         return None
     files = {int(im["id"]): im["file_name"] for im in gt["images"]}
@@ -119,7 +125,8 @@ def worst_numbers_gallery(dets: dict, gt: dict, images_dir, score_thresh: float 
         gt_boxes, gt_labels = _gt_of(gt, e["image_id"])
         panels.append(prediction_panel(load_rgb(Path(images_dir) / files[e["image_id"]]),
                                        dets.get(e["image_id"], empty_detections()), score_thresh, decode_iou,
-                                       gt_boxes, gt_labels, caption=f"{e['kind']}: ", line_thresh=line_thresh))
+                                       gt_boxes, gt_labels, caption=f"{e['kind']}: ", line_thresh=line_thresh,
+                                       line_start_side=line_start_side))
     return image_grid(panels, cols=max(1, round((len(panels) / 2) ** 0.5)), cell_size=(512, 256))
 
 
@@ -132,13 +139,14 @@ def write_evaluation_pictures(out_dir, dets: dict, gt: dict, images_dir, cfg) ->
     """
     out_dir = Path(out_dir)
     thresh, iou, line = cfg.decode_score_thresh, cfg.decode_iou_thresh, cfg.decode_line_thresh
+    side = cfg.decoder()["line_start_side"]
     written = [out_dir / "pr_curves.png", out_dir / "confusion_matrix.png"]
     save_figure_atomic(pr_curves_figure(pr_curves(dets, gt, 0.5)), written[0])
     on_line = f" (on the line: >= {line:.2f})" if 0 < line < thresh else ""
     title = f"digit confusions: boxes read at score >= {thresh:.2f}{on_line}, matched to truth at IoU >= 0.5"
-    save_figure_atomic(confusion_figure(confusion_matrix(dets, gt, thresh, 0.5, iou, line), CONFUSION_ROWS,
+    save_figure_atomic(confusion_figure(confusion_matrix(dets, gt, thresh, 0.5, iou, line, side), CONFUSION_ROWS,
                                         CONFUSION_COLS, title), written[1])
-    gallery = worst_numbers_gallery(dets, gt, images_dir, thresh, iou, line_thresh=line)
+    gallery = worst_numbers_gallery(dets, gt, images_dir, thresh, iou, line_thresh=line, line_start_side=side)
     if gallery is not None:
         save_png_atomic(gallery, out_dir / "worst_numbers.png")
         written.append(out_dir / "worst_numbers.png")

@@ -64,3 +64,21 @@ def test_bundled_model_reads_numbers_drawn_by_other_means(pillow_numbers, tmp_pa
     read = read_pred_csv(tmp_path / "pred" / "pred.csv")
     assert len(truth) == 20
     assert sum(read[i] == number for i, number in truth.items()) >= 18, (truth, read)
+
+
+def test_large_photo_without_a_number_reads_minus_one(tmp_path):
+    """A 1024x768 photo of a cat or of coffee holds no house number: SVHN's crops always do, so
+    line reading starts a number from its best weak box there, but not in photos this large
+    (``decode_line_start_below``); without that limit the bundle read a number into both."""
+    from PIL import Image
+    from skimage import data as samples
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image_id, name in ((1, "chelsea"), (2, "coffee")):
+        Image.fromarray(getattr(samples, name)()).resize((1024, 768)).save(photos / f"{image_id}.png")
+    common = ["--images", str(photos), "--quiet", "--workers", "0"]
+    assert main(["predict", *common, "--out", str(tmp_path / "a")]) == 0
+    assert read_pred_csv(tmp_path / "a" / "pred.csv") == {1: "-1", 2: "-1"}
+    assert main(["predict", *common, "--out", str(tmp_path / "b"), "decode_line_start_below=0"]) == 0
+    assert read_pred_csv(tmp_path / "b" / "pred.csv") != {1: "-1", 2: "-1"}

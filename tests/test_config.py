@@ -49,8 +49,11 @@ def test_decoder_settings_round_trip_and_older_files_keep_line_reading_off():
     cfg = Config(decode_score_thresh=0.9, decode_iou_thresh=0.4, decode_line_thresh=0.6, pred_box_pad=0.06,
                  pred_box_same_height=True)
     assert cfg.decoder() == {"score_thresh": 0.9, "iou_thresh": 0.4, "line_thresh": 0.6, "box_pad": 0.06,
-                             "box_same_height": True}
+                             "box_same_height": True, "line_start_side": 4 * cfg.min_size}
     assert Config().apply_decoder(cfg.decoder()) == cfg
+    # the start rule's photo size follows the input scale; 0 = the rule in every photo
+    assert Config(min_size=64, decode_line_start_below=0).decoder()["line_start_side"] == 0
+    assert Config(min_size=80).decoder()["line_start_side"] == 320
     # a checkpoint tuned before line reading stores no line_thresh: plain reading, as it was tuned
     old = Config().apply_decoder({"score_thresh": 0.7, "iou_thresh": 0.5, "min_size": 64, "accuracy": 0.9})
     assert (old.decode_score_thresh, old.decode_line_thresh, old.min_size) == (0.7, 0.0, Config().min_size)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from digitdet.decode import (decode_number, detections_to_coco, group_by_image, suppress_duplicates,
-                             tune_decoder)
+from digitdet.decode import (decode_number, detections_to_coco, group_by_image, line_start, no_start_ids,
+                             suppress_duplicates, tune_decoder)
+from digitdet.evaluation import decode_all
 from digitdet.labels import digit_to_category
 
 
@@ -152,6 +153,26 @@ def test_line_reading_follows_a_sloped_number_and_starts_from_the_best_box():
     # a box twice the height is not the same number
     big = _dets(stepped[0], (12, 0, 24, 64, 5, 0.6))
     assert decode_number(*big, score_thresh=0.9, line_thresh=0.5) == "1"
+
+
+def test_no_line_start_in_photos_too_large_to_be_a_crop_around_a_number():
+    stepped = [(i * 12, 8 * i, i * 12 + 10, 8 * i + 32, d, s) for i, (d, s) in enumerate([(1, 0.7), (2, 0.6), (3, 0.65)])]
+    assert decode_number(*_dets(*stepped), score_thresh=0.9, line_thresh=0.5, line_start=False) == "-1"
+    # a confident digit still starts the line, and its neighbours join it
+    sure = _dets((0, 0, 10, 32, 1, 0.95), *stepped[1:])
+    assert decode_number(*sure, score_thresh=0.9, line_thresh=0.5, line_start=False) == "123"
+    # the rule holds below the side (short side, px; 0 = every photo) and where the size is unknown
+    assert line_start((1024, 255), 256) and not line_start((256, 1024), 256)
+    assert line_start((4000, 3000), 0) and line_start(None, 256)
+    assert no_start_ids({1: (80, 40), 2: (1024, 768), 3: (300, 255)}, 256) == {2}
+    # decode_all takes the sizes: the same weak boxes read in a crop, not in a phone's photo
+    decoder = {"score_thresh": 0.9, "iou_thresh": 0.5, "line_thresh": 0.5, "line_start_side": 256}
+    dets = {1: _dets(*stepped), 2: _dets(*stepped)}
+    assert decode_all(dets, [1, 2], decoder, {1: (80, 40), 2: (1024, 768)}) == {1: "123", 2: "-1"}
+    assert decode_all(dets, [1, 2], decoder) == {1: "123", 2: "123"}  # sizes unknown: the rule everywhere
+    # tune_decoder reads as decode_all does
+    out = tune_decoder(dets, {1: "123", 2: "-1"}, thresholds=[0.9], line_thresholds=(0.0, 0.5), no_start={2})
+    assert out["accuracy"] == 1.0 and out["line_thresh"] == 0.5
 
 
 def test_tune_decoder_picks_line_reading_only_when_it_reads_more():

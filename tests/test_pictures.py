@@ -105,7 +105,8 @@ def test_visualize_reads_numbers_with_the_threshold_predict_used(tiny_data, tmp_
     cfg = Config(decode_score_thresh=0.25, decode_iou_thresh=0.4, decode_line_thresh=0.1)
     json_path, csv_path = write_submission(tmp_path / "pred", dets, ids, cfg)
     assert decoder_of_predictions(json_path) == {"score_thresh": 0.25, "iou_thresh": 0.4, "line_thresh": 0.1,
-                                                 "box_pad": 0.0, "box_same_height": False}
+                                                 "box_pad": 0.0, "box_same_height": False,
+                                                 "line_start_side": 4 * cfg.min_size}
     assert decoder_of_predictions(tmp_path / "elsewhere" / "pred.json") is None
     args = ["visualize", "--pred", str(json_path), "--images", str(tiny_data / "test"), "--n", "2"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0

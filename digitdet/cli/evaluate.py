@@ -11,7 +11,7 @@ from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.decode import group_by_image
 from digitdet.engine import predict_batches
 from digitdet.evaluation import score_detections
-from digitdet.inference import (SCALE_FACTORS, decoder_of_predictions, folder_loader, load_detector, resolve_device,
+from digitdet.inference import (SCALE_FACTORS, config_of_predictions, folder_loader, load_detector, resolve_device,
                                 tune_reading)
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
 from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
@@ -66,7 +66,7 @@ def run(args) -> int:
         if args.tune_decoder:
             raise ValueError("--tune-decoder needs --weights (it stores the threshold in the weights file)")
         # read the numbers as predict read pred.csv (tuned threshold, line reading), unless overridden
-        cfg = Config().apply_decoder(decoder_of_predictions(args.pred))
+        cfg = config_of_predictions(args.pred) or Config()
         # the file's boxes already carry predict's box style (an override may add one)
         cfg.pred_box_pad, cfg.pred_box_same_height = 0.0, False
         cfg = cfg.override(args.overrides)

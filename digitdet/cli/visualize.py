@@ -51,14 +51,16 @@ def run(args) -> int:
     if args.errors is not None:
         if gt is None:
             raise ValueError("--errors needs --gt (the truth to compare the numbers read with)")
-        wrong = worst_number_errors(dets, gt, thresh, iou, n=len(gt["images"]), line_thresh=line)
+        wrong = worst_number_errors(dets, gt, thresh, iou, n=len(gt["images"]), line_thresh=line,
+                                    line_start_side=used["line_start_side"])
         errors = dict(Counter(e["kind"] for e in wrong))
         only = {e["image_id"] for e in wrong if not args.errors or e["kind"] in args.errors}
         if not only:
             print(json.dumps({"images": 0, "errors": errors, "decode_thresh": thresh, "decode_iou": iou,
                               "decode_line": line}))
             return 0
-    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed, only, line)
+    paths = write_prediction_pictures(dets, args.images, args.out, gt, args.n, thresh, iou, args.seed, only, line,
+                                      used["line_start_side"])
     print(json.dumps({"grid": str(paths[0]), "images": len(paths) - 1, "out": str(Path(args.out)),
                       "decode_thresh": thresh, "decode_iou": iou, "decode_line": line,
                       **({"errors": errors} if errors is not None else {})}))

@@ -106,6 +106,20 @@ def list_images(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted((ids[str(p)], p) for p in paths)
 
 
+def folder_sizes(folder: str | Path, skip_unreadable: bool = False) -> dict[int, tuple[int, int]]:
+    """``{image_id: (width, height)}`` of every image of a folder (or one image file, as
+    :func:`list_images` numbers them), read from the file headers; an unreadable image is a
+    ValueError naming it, or with ``skip_unreadable`` is left out."""
+    sizes = {}
+    for image_id, path in list_images(folder):
+        try:
+            sizes[image_id] = image_size(path)
+        except ValueError:
+            if not skip_unreadable:
+                raise
+    return sizes
+
+
 def renamed_images(folder: str | Path) -> dict[int, str]:
     """``{image_id: file name}`` for a folder whose names are not all ``<image_id>.<ext>``
     (see :func:`list_images`), so a pred.csv of such a folder can be traced back to its
