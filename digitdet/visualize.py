@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from digitdet.boxes import xywh_to_xyxy
 from digitdet.data.cocobuild import image_files
+from digitdet.data.images import load_rgb
 from digitdet.io import atomic_write_bytes
 from digitdet.labels import category_to_digit
 
@@ -155,9 +156,8 @@ def dataset_grid(coco: dict | None, images_dir, n: int = 36, seed: int = 0,
             raise FileNotFoundError(f"{path}: image listed in the annotations is missing")
         anns = sorted(by_image.get(rec["id"], []), key=lambda a: a["bbox"][0] + a["bbox"][2] / 2)
         digits = [category_to_digit(a["category_id"]) for a in anns]
-        with Image.open(path) as im:
-            pictures.append(draw_boxes(im, xywh_to_xyxy([a["bbox"] for a in anns]), digits,
-                                       number_text=f"{rec['file_name']}: {''.join(map(str, digits))}"))
+        pictures.append(draw_boxes(load_rgb(path), xywh_to_xyxy([a["bbox"] for a in anns]), digits,
+                                   number_text=f"{rec['file_name']}: {''.join(map(str, digits))}"))
     return image_grid(pictures, cols=math.ceil(len(pictures) ** 0.5), cell_size=cell_size)
 
 

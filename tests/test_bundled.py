@@ -5,7 +5,7 @@ import pytest
 
 from digitdet.cli import main
 from digitdet.inference import BUNDLED_WEIGHTS
-from digitdet.io import load_checkpoint, read_json, read_pred_csv
+from digitdet.io import load_checkpoint, read_json, read_pred_csv, read_pred_json
 from digitdet.metrics import gt_numbers
 
 pytestmark = pytest.mark.skipif(not BUNDLED_WEIGHTS.exists(), reason="no bundled model in this checkout")
@@ -82,3 +82,24 @@ def test_large_photo_without_a_number_reads_minus_one(tmp_path):
     assert read_pred_csv(tmp_path / "a" / "pred.csv") == {1: "-1", 2: "-1"}
     assert main(["predict", *common, "--out", str(tmp_path / "b"), "decode_line_start_below=0"]) == 0
     assert read_pred_csv(tmp_path / "b" / "pred.csv") != {1: "-1", 2: "-1"}
+
+
+def test_a_phone_photo_turned_by_its_exif_tag_is_read_upright(tiny_data, tmp_path):
+    """A portrait photo as a phone stores it (pixels turned a quarter, EXIF orientation 6) reads
+    as the upright photo does, boxes in the upright frame."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(tiny_data / "test" / "1.png", photos / "1.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with Image.open(tiny_data / "test" / "1.png") as im:
+        im.transpose(Image.Transpose.ROTATE_90).save(photos / "2.png", exif=exif)
+    assert main(["predict", "--images", str(photos), "--out", str(tmp_path / "out"), "--quiet",
+                 "--workers", "0"]) == 0
+    read = read_pred_csv(tmp_path / "out" / "pred.csv")
+    assert read[1] != "-1" and read[2] == read[1]
+    boxes = {i: sorted(tuple(round(v) for v in r["bbox"]) for r in read_pred_json(tmp_path / "out" / "pred.json")
+                       if r["image_id"] == i and r["score"] >= 0.5) for i in (1, 2)}
+    assert boxes[2] == boxes[1]

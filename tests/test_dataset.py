@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from digitdet.data.coco import DigitDataset, ImageFolderDataset, load_coco_digits
-from digitdet.data.images import list_images, load_rgb
+from digitdet.data.images import image_size, list_images, load_rgb
 from digitdet.data.transforms import build_transforms
 
 
@@ -98,6 +98,25 @@ def test_test_folder_ids_and_bad_names(tiny_data, tmp_path):
     (tmp_path / "005.png").write_bytes(b"")
     with pytest.raises(ValueError, match="5.png: image id 5 also used by 005.png"):
         list_images(tmp_path)
+
+
+def _phone_photo(upright: Image.Image, path) -> None:
+    """``upright`` stored as a phone stores a portrait photo: turned a quarter (counter-clockwise),
+    with EXIF orientation 6 ("turn 90 degrees clockwise to view")."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
+
+
+def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path):
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    for suffix in (".png", ".jpg"):
+        path = tmp_path / f"1{suffix}"
+        _phone_photo(upright, path)
+        with Image.open(path) as stored:
+            assert stored.size == (30, 50)  # as stored: turned
+        assert image_size(path) == (50, 30) == load_rgb(path).size
+    assert np.array_equal(np.asarray(load_rgb(tmp_path / "1.png")), np.asarray(upright))  # lossless: exact
 
 
 def test_one_image_file_is_a_folder_of_one(tmp_path):

@@ -1,12 +1,19 @@
-"""Reading photos: any PNG/JPEG mode (grayscale, RGBA, palette, 16-bit) -> 8-bit RGB."""
+"""Reading photos: any PNG/JPEG mode (grayscale, RGBA, palette, 16-bit) -> 8-bit RGB, upright.
+
+A phone stores a photo taken in portrait as landscape pixels plus an EXIF orientation tag that
+viewers apply. :func:`load_rgb` and :func:`image_size` apply it too (as Detectron2 and
+Ultralytics do), so a house number is read upright and pred.json's boxes are in the frame of the
+photo as a viewer shows it. Files without the tag (SVHN's PNGs) are read as stored.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the photo a quarter, swapping width and height
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -14,13 +21,14 @@ def load_rgb(path: str | Path) -> Image.Image:
 
     16-bit grayscale ("I;16", "I") is scaled to 8 bits by its full range (not clipped, which
     would turn most 16-bit photos white); RGBA/LA are composited on white, not on black,
-    so transparent backgrounds do not become black plates.
+    so transparent backgrounds do not become black plates. An EXIF orientation is applied
+    (module docstring).
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_rgb(im)
+            return _to_rgb(ImageOps.exif_transpose(im))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -43,11 +51,13 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding pixels."""
+    """(width, height) from the file header, without decoding pixels; upright, as
+    :func:`load_rgb` returns the photo (its EXIF orientation applied)."""
     path = Path(path)
     try:
         with Image.open(path) as im:
-            return im.size
+            w, h = im.size
+            return (h, w) if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as e:
