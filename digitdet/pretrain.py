@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.data.coco import load_coco_digits, split_paths, sample_seed
-from digitdet.data.images import load_rgb
+from digitdet.data.coco import load_annotated, load_coco_digits, split_paths, sample_seed
 from digitdet.io import save_checkpoint
 from digitdet.models.backbones import MOBILENETS, RESNETS, norm_layer
 
@@ -42,15 +41,15 @@ class DigitCrops(Dataset):
 
     def __init__(self, coco: dict, images_dir, seed: int = 0, bg_ratio: float = 0.25, max_images: int = 0):
         images = sorted(coco["images"], key=lambda im: im["id"])[: max_images or None]
-        self.images_dir, self.files = Path(images_dir), {im["id"]: im["file_name"] for im in images}
-        boxes: dict[int, list] = {i: [] for i in self.files}
+        self.images_dir, self.entries = Path(images_dir), {im["id"]: im for im in images}
+        boxes: dict[int, list] = {i: [] for i in self.entries}
         for a in coco["annotations"]:
             if a["image_id"] in boxes:
                 boxes[a["image_id"]].append((xywh_to_xyxy(a["bbox"])[0], a["category_id"]))
         self.boxes = boxes
         self.items = [(i, k) for i, bs in boxes.items() for k in range(len(bs))]
         n_bg = int(len(self.items) * bg_ratio)
-        ids = list(self.files)
+        ids = list(self.entries)
         self.items += [(ids[j % len(ids)], -1) for j in range(n_bg)]
         self.seed, self.epoch = seed, 0
 
@@ -60,7 +59,7 @@ class DigitCrops(Dataset):
     def __getitem__(self, i: int):
         rng = np.random.default_rng(sample_seed(self.seed, self.epoch, i))
         image_id, k = self.items[i]
-        image = load_rgb(self.images_dir / self.files[image_id])
+        image = load_annotated(self.images_dir, self.entries[image_id])
         if k >= 0:
             box, label = self.boxes[image_id][k]
             window = _around(box, rng)

@@ -117,6 +117,13 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path):
             assert stored.size == (30, 50)  # as stored: turned
         assert image_size(path) == (50, 30) == load_rgb(path).size
     assert np.array_equal(np.asarray(load_rgb(tmp_path / "1.png")), np.asarray(upright))  # lossless: exact
+    # annotations drawn on the stored, turned pixels do not fit the upright photo: said, not trained on
+    (tmp_path / "train.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.png", "width": 30, "height": 50}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [2, 2, 10, 20], "category_id": 2}]}))
+    coco, _ = load_coco_digits(tmp_path / "train.json", tmp_path)
+    with pytest.raises(ValueError, match="1.png: annotated as 30x50, but its EXIF orientation shows it upright"):
+        DigitDataset(coco, tmp_path, build_transforms("none", False))[0]
 
 
 def test_one_image_file_is_a_folder_of_one(tmp_path):

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from digitdet import labels as L
 from digitdet.boxes import xywh_to_xyxy, clip_xyxy
-from digitdet.data.images import image_size, list_images, load_rgb
+from digitdet.data.images import exif_quarter_turned, image_size, list_images, load_rgb
 
 
 @dataclass
@@ -174,6 +175,21 @@ def _validate_annotation(a: dict, ann_file: Path, images: dict, seen: set,
             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
 
 
+def load_annotated(images_dir: Path, entry: dict) -> Image.Image:
+    """The RGB photo of a COCO image ``entry`` (``file_name``, ``width``, ``height``), upright
+    (``images.load_rgb``). ValueError naming the file when its EXIF orientation turns it a
+    quarter away from the size it was annotated at: its boxes were drawn on the stored pixels."""
+    path = Path(images_dir) / entry["file_name"]
+    image = load_rgb(path)
+    size = (entry["width"], entry["height"])
+    if image.size != size and image.size == size[::-1] and exif_quarter_turned(path):
+        raise ValueError(f"{path}: annotated as {size[0]}x{size[1]}, but its EXIF orientation shows it upright as "
+                         f"{image.size[0]}x{image.size[1]}: the boxes were drawn on the stored, turned pixels. "
+                         "Re-annotate the upright photos, or remove the orientation tag (e.g. exiftool "
+                         "-Orientation=1 -n FILE) to keep these boxes")
+    return image
+
+
 class DigitDataset(Dataset):
     """Annotated split: item i -> (image float32 (3, H, W) in [0, 1], target dict).
 
@@ -217,7 +233,7 @@ class DigitDataset(Dataset):
                 "image_id": int(im["id"])}
 
     def __getitem__(self, i: int):
-        image = load_rgb(self.images_dir / self.images[i]["file_name"])
+        image = load_annotated(self.images_dir, self.images[i])
         target = self.target(i)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, self.epoch, i))

@@ -57,11 +57,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            return (h, w) if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+            return (h, w) if _quarter_turned(im) else (w, h)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
+
+
+def _quarter_turned(im: Image.Image) -> bool:
+    return im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+
+
+def exif_quarter_turned(path: str | Path) -> bool:
+    """Whether the file's EXIF orientation turns the photo a quarter (its stored width is its upright height)."""
+    with Image.open(path) as im:
+        return _quarter_turned(im)
 
 
 def image_ids(filenames: list[str], strict: bool = False) -> dict[str, int]:
