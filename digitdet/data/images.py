@@ -27,8 +27,9 @@ def load_rgb(path: str | Path) -> Image.Image:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            turned = _orientation(im) != 1  # as image_size sees it
             im.load()
-            return _to_rgb(ImageOps.exif_transpose(im))
+            return _to_rgb(ImageOps.exif_transpose(im) if turned else im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -64,8 +65,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 
+def _orientation(im: Image.Image) -> int:
+    """An opened (not yet loaded) file's EXIF orientation, 1 = as stored. A PNG's is read only
+    from an eXIf chunk before its pixels (where Pillow writes it): ``getexif`` would decode the
+    whole picture to look behind them, and reading sizes must not cost a decode."""
+    if im.format == "PNG":
+        raw = im.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(EXIF_ORIENTATION, 1)
+    return im.getexif().get(EXIF_ORIENTATION, 1)
+
+
 def _quarter_turned(im: Image.Image) -> bool:
-    return im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    return _orientation(im) in (5, 6, 7, 8)
 
 
 def exif_quarter_turned(path: str | Path) -> bool:
