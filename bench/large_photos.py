@@ -26,7 +26,7 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.decode import decode_number, line_start
+from digitdet.decode import decode_number, starts_lines
 from digitdet.inference import load_detector
 from digitdet.metrics import gt_numbers
 from digitdet.zoom import reading_detector
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
             seconds += time.perf_counter() - start
             read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                                  iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh,
-                                 line_start=line_start((photo.shape[1], photo.shape[0]), cfg.decoder()["line_start_side"]))
+                                 line_start=starts_lines((photo.shape[1], photo.shape[0]), cfg.decoder()["line_start_side"]))
             right += read == (truth[im["id"]] if fraction > 0 else "-1")
         print(f"{fraction:>8g} {len(images):>7} {right / len(images):>9.3f} {len(images) / seconds:>9.1f}")
 

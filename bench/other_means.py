@@ -59,7 +59,7 @@ from torchvision.transforms.functional import to_tensor
 from digitdet.data.cocobuild import annotation, coco_dict
 from digitdet.data.synth_pen import is_idx_package, read_mnist_source
 from digitdet.data.synth_style import luminance
-from digitdet.decode import decode_number, line_start
+from digitdet.decode import decode_number, starts_lines
 from digitdet.inference import load_detector
 from digitdet.io import write_json
 from digitdet.labels import digit_to_category
@@ -274,7 +274,7 @@ def main(argv=None) -> None:
             boxes, labels, scores = detect([to_tensor(image)])[0]
             read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                                  iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh,
-                                 line_start=line_start((image.shape[1], image.shape[0]), cfg.decoder()["line_start_side"]))
+                                 line_start=starts_lines((image.shape[1], image.shape[0]), cfg.decoder()["line_start_side"]))
             for tally in (by_group[group], by_band[band(contrast)]):
                 tally[0] += read == number
                 tally[1] += 1

@@ -24,7 +24,7 @@ from torchvision.transforms.functional import to_tensor
 import digitdet.data.synth_style as synth_style
 from digitdet.data.synth_fonts import FontInfo, available_fonts, draws_digits, system_font_files
 from digitdet.data.synthetic import render_sample, sample_rng
-from digitdet.decode import decode_number, line_start
+from digitdet.decode import decode_number, starts_lines
 from digitdet.inference import load_detector
 from digitdet.zoom import reading_detector
 
@@ -71,7 +71,7 @@ def accuracy(model, cfg, pool, n: int, seed: int) -> tuple[float, dict]:
         boxes, labels, scores = detect([to_tensor(image)])[0]
         read = decode_number(boxes, labels, scores, score_thresh=cfg.decode_score_thresh,
                              iou_thresh=cfg.decode_iou_thresh, line_thresh=cfg.decode_line_thresh,
-                             line_start=line_start(image.size, cfg.decoder()["line_start_side"]))
+                             line_start=starts_lines(image.size, cfg.decoder()["line_start_side"]))
         hit = read == "".join(str(a["digit"]) for a in anns)
         correct += hit
         tally = per_font[os.path.basename(picked[0].path)]

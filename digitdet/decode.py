@@ -17,7 +17,7 @@ off the line (a fragment of the next door's number, a screw, a letter of the str
 is left out. Digits scoring >= ``score_thresh`` are read; then any box scoring >= ``line_thresh``
 joins them when it sits next to one of them on its line (:func:`_on_line`), and when no digit
 reaches ``score_thresh`` the best box scoring >= ``line_thresh`` starts the line (every SVHN
-photo holds a number; not in a photo too large to be such a crop, :func:`line_start`). Tuned on
+photo holds a number; not in a photo too large to be such a crop, :func:`starts_lines`). Tuned on
 valid with :func:`tune_decoder`, it read 1.7-3.3 points more numbers of three synthetic test
 sets for the 60-minute model, 0.2-1.6 more of seven for the bundled one (docs/results.md, "Line reading").
 """
@@ -99,7 +99,7 @@ def suppress_duplicates(boxes_xyxy, scores, iou_thresh: float = 0.5,
     return np.asarray(keep, dtype=np.int64)
 
 
-def line_start(size, side: int) -> bool:
+def starts_lines(size, side: int) -> bool:
     """Whether line reading's start rule (module docstring) reads a photo of ``size`` (width,
     height; None = unknown): only when its short side is under ``side`` px (0 = every photo).
 
@@ -111,8 +111,8 @@ def line_start(size, side: int) -> bool:
 
 
 def no_start_ids(sizes: dict | None, side: int) -> frozenset:
-    """Ids of ``sizes`` (``{image_id: (width, height)}``) that :func:`line_start` reads without the start rule."""
-    return frozenset(i for i, size in (sizes or {}).items() if not line_start(size, side))
+    """Ids of ``sizes`` (``{image_id: (width, height)}``) that :func:`starts_lines` reads without the start rule."""
+    return frozenset(i for i, size in (sizes or {}).items() if not starts_lines(size, side))
 
 
 def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thresh: float = 0.5,
@@ -129,7 +129,7 @@ def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thr
             digits read when they sit on their line; 0 (or >= ``score_thresh``) = off.
         line_start: with line reading, whether the best box scoring >= ``line_thresh`` starts
             the line when no digit reaches ``score_thresh`` (every SVHN photo holds a number;
-            a large photo need not, see :func:`line_start`).
+            a large photo need not, see :func:`starts_lines`).
 
     Returns:
         The digits left to right as a string (leading zeros kept, e.g. ``"07"``), or

@@ -13,7 +13,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.decode import decode_number, line_start, read_digits
+from digitdet.decode import decode_number, read_digits, starts_lines
 from digitdet.engine import empty_detections
 from digitdet.evaluation import detections_to_results
 from digitdet.labels import NUM_DIGITS, category_to_digit
@@ -71,8 +71,8 @@ def read_boxes(det, score_thresh: float, decode_iou: float = 0.5, line_thresh: f
 
 
 def _starts(gt: dict, line_start_side: int) -> dict[int, bool]:
-    """``{image_id: whether line reading's start rule reads it}`` for ``gt``'s images (:func:`line_start`)."""
-    return {int(im["id"]): line_start((im["width"], im["height"]) if im.get("width") and im.get("height") else None,
+    """``{image_id: whether line reading's start rule reads it}`` for ``gt``'s images (:func:`starts_lines`)."""
+    return {int(im["id"]): starts_lines((im["width"], im["height"]) if im.get("width") and im.get("height") else None,
                                       line_start_side) for im in gt["images"]}
 
 

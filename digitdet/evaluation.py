@@ -39,7 +39,7 @@ def decode_all(dets: dict, image_ids, decoder: dict, sizes: dict | None = None) 
     """The number read in every image of ``image_ids`` ("-1" for images without detections);
     ``decoder`` holds :func:`decode_number`'s settings as ``Config.decoder()`` gives them;
     ``sizes`` (``{image_id: (width, height)}``) tells which photos are too large for line
-    reading's start rule (:func:`digitdet.decode.line_start`); without it every photo has it."""
+    reading's start rule (:func:`digitdet.decode.starts_lines`); without it every photo has it."""
     kw = {"score_thresh": decoder["score_thresh"], "iou_thresh": decoder["iou_thresh"],
           "line_thresh": decoder.get("line_thresh", 0.0)}
     no_start = no_start_ids(sizes, decoder.get("line_start_side", 0))

@@ -23,7 +23,7 @@ from PIL import Image
 
 from digitdet.boxes import xywh_to_xyxy
 from digitdet.data.images import list_images, load_rgb
-from digitdet.decode import line_start
+from digitdet.decode import starts_lines
 from digitdet.diagnostics import (CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, read_boxes,
                                   worst_number_errors)
 from digitdet.distributed import unwrap
@@ -60,10 +60,10 @@ def prediction_panel(image: Image.Image, det, score_thresh: float = 0.5, decode_
     ``det``: (boxes xyxy px, labels 1..10, scores) of this image. With ``gt_boxes_xywh`` /
     ``gt_labels`` (COCO xywh px, category ids) the truth is drawn beside it in green with
     the true number. ``caption`` is put before the number read (e.g. the file name).
-    ``line_start_side``: as ``Config.decoder()``'s (:func:`digitdet.decode.line_start`).
+    ``line_start_side``: as ``Config.decoder()``'s (:func:`digitdet.decode.starts_lines`).
     """
     boxes, labels, scores = read_boxes(det, score_thresh, decode_iou, line_thresh,
-                                       line_start(image.size, line_start_side))
+                                       starts_lines(image.size, line_start_side))
     order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")  # the number reads left to right
     digits = [category_to_digit(c) for c in labels[order]]
     read = "".join(map(str, digits)) or "-1"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from digitdet.decode import (decode_number, detections_to_coco, group_by_image, line_start, no_start_ids,
+from digitdet.decode import (decode_number, detections_to_coco, group_by_image, no_start_ids, starts_lines,
                              suppress_duplicates, tune_decoder)
 from digitdet.evaluation import decode_all
 from digitdet.labels import digit_to_category
@@ -162,8 +162,8 @@ def test_no_line_start_in_photos_too_large_to_be_a_crop_around_a_number():
     sure = _dets((0, 0, 10, 32, 1, 0.95), *stepped[1:])
     assert decode_number(*sure, score_thresh=0.9, line_thresh=0.5, line_start=False) == "123"
     # the rule holds below the side (short side, px; 0 = every photo) and where the size is unknown
-    assert line_start((1024, 255), 256) and not line_start((256, 1024), 256)
-    assert line_start((4000, 3000), 0) and line_start(None, 256)
+    assert starts_lines((1024, 255), 256) and not starts_lines((256, 1024), 256)
+    assert starts_lines((4000, 3000), 0) and starts_lines(None, 256)
     assert no_start_ids({1: (80, 40), 2: (1024, 768), 3: (300, 255)}, 256) == {2}
     # decode_all takes the sizes: the same weak boxes read in a crop, not in a phone's photo
     decoder = {"score_thresh": 0.9, "iou_thresh": 0.5, "line_thresh": 0.5, "line_start_side": 256}
