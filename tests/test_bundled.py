@@ -1,4 +1,5 @@
 """The small model shipped with the package: `digitdet predict` without --weights."""
+import json
 import shutil
 
 import pytest
@@ -37,14 +38,18 @@ def test_predict_without_weights_uses_the_bundled_model(tiny_data, tmp_path):
     assert not (tmp_path / "image_ids.csv").exists()  # every file is named by its id
 
 
-def test_predict_reads_photos_with_any_names_and_says_which_row_is_which(tiny_data, tmp_path):
+def test_predict_reads_photos_with_any_names_and_says_which_row_is_which(tiny_data, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     for src, name in (("1.png", "front door, left.png"), ("2.png", "12.png"), ("3.png", "back.png")):
         shutil.copy(tiny_data / "test" / src, photos / name)
     assert main(["predict", "--images", str(photos), "--out", str(tmp_path / "out"), "--quiet",
                  "--workers", "0"]) == 0
-    assert sorted(read_pred_csv(tmp_path / "out" / "pred.csv")) == [12, 13, 14]
+    read = read_pred_csv(tmp_path / "out" / "pred.csv")
+    assert sorted(read) == [12, 13, 14]
+    # a few photos: the numbers read are printed by file name too
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["read"] == {"12.png": read[12], "back.png": read[13], "front door, left.png": read[14]}
     rows = (tmp_path / "out" / "image_ids.csv").read_text().splitlines()
     assert rows == ["image_id,file_name", "12,12.png", "13,back.png", '14,"front door, left.png"']
     # the same folder for photos named by their ids: no stale mapping is left behind

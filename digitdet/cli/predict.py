@@ -7,10 +7,13 @@ import torch
 
 from digitdet import distributed
 from digitdet.cli.common import add_device, setup
-from digitdet.data.images import folder_sizes, renamed_images
+from digitdet.data.images import folder_sizes, list_images, renamed_images
 from digitdet.inference import load_detector, predict_folder, resolve_device, write_submission
-from digitdet.io import write_image_ids_csv
+from digitdet.io import read_pred_csv, write_image_ids_csv
 from digitdet.tta import predict_folder_tta, requested_views
+
+
+SHOW_NUMBERS = 20  # folders of at most this many photos get their numbers in the printed summary
 
 
 def add_parser(sub, name):
@@ -66,5 +69,8 @@ def run(args) -> int:
         summary["image_ids_csv"] = str(ids_csv)
     else:
         ids_csv.unlink(missing_ok=True)  # an earlier run's, for other photos
+    if len(out["image_ids"]) <= SHOW_NUMBERS:  # a few photos: the numbers read, by file name, right here
+        files = {i: p.name for i, p in list_images(args.images)}
+        summary["read"] = {files[i]: number for i, number in sorted(read_pred_csv(csv_path).items())}
     print(json.dumps(summary))
     return 0
