@@ -37,7 +37,8 @@ straight line leaning right a little, 6-12% of the digit's height wide), the oth
 simplex or duplex at the same height and weight, the digits filling 55-80% of the picture's
 height, dark ink on light paint, half of the pictures with faint vertical siding lines, blurred
 and noisy: the plain 1s of hand-painted house numbers, large in the frame (the real photo "71").
-Accuracy is printed by how much of the height the digits fill.
+The bar spans the same rows as the digits' ink, and "fill" is that ink's share of the height.
+Accuracy is printed by how much of the height the digits fill. (Hershey's 0 is slashed.)
 
 ``--out`` also writes the images and ``readings.json`` (per image: truth, reading, font or
 length, contrast). Handwritten numbers also get their COCO truth, ``test_gt.json`` with a box
@@ -123,23 +124,27 @@ def draw_bare_ones(rng: np.random.Generator) -> tuple[np.ndarray, str, str, floa
     font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)[int(rng.integers(2))]
     thickness = max(2, int(height * rng.uniform(0.06, 0.12)))
     scale = cv2.getFontScaleFromHeight(font, height, thickness)
+    # the digits' ink spans rows ink_top..height below the text's top (a Hershey digit is ~0.76
+    # of the nominal height): the bar spans the same rows, and fill is the ink's share
+    ink_top = _ink_top(font, scale, thickness, height)
     widths = [2 * thickness if d == "1" else cv2.getTextSize(d, font, scale, thickness)[0][0] for d in digits]
     gap = int(height * rng.uniform(0.15, 0.4))
     span = sum(widths) + gap * (len(digits) - 1)
     bg, fg = rng.uniform(170, 240, 3), rng.uniform(10, 80, 3)
-    image = np.empty((int(height / fill), span + int(height * rng.uniform(0.6, 1.6)), 3), np.uint8)
+    image = np.empty((int((height - ink_top) / fill), span + int(height * rng.uniform(0.6, 1.6)), 3), np.uint8)
     image[:] = bg.astype(np.uint8)
     if rng.random() < 0.5:  # siding: faint vertical lines across the whole picture
         for x in rng.uniform(0, image.shape[1], int(rng.integers(2, 6))):
             shade = tuple(int(c) for c in bg - rng.uniform(15, 40))
             cv2.line(image, (int(x), 0), (int(x), image.shape[0]), shade, max(1, thickness // 3))
     ink = tuple(int(c) for c in fg)
-    x, top = (image.shape[1] - span) // 2, int((image.shape[0] - height) / 2 + rng.uniform(-0.1, 0.1) * height)
+    x = (image.shape[1] - span) // 2
+    top = int((image.shape[0] - (height - ink_top)) / 2 + rng.uniform(-0.1, 0.1) * height) - ink_top
     for d, w in zip(digits, widths):
-        if d == "1":
-            lean = rng.uniform(-0.01, 0.05) * height
-            cv2.line(image, (int(x + w / 2 + lean), top), (int(x + w / 2 - lean), top + height), ink, thickness,
-                     cv2.LINE_AA)
+        if d == "1":  # round caps reach thickness / 2 past each end: the ends sit that far inside the ink rows
+            lean, cap = rng.uniform(-0.01, 0.05) * height, thickness // 2
+            cv2.line(image, (int(x + w / 2 + lean), top + ink_top + cap), (int(x + w / 2 - lean), top + height - cap),
+                     ink, thickness, cv2.LINE_AA)
         else:
             cv2.putText(image, d, (x, top + height), font, scale, ink, thickness, cv2.LINE_AA)
         x += w + gap
@@ -148,6 +153,14 @@ def draw_bare_ones(rng: np.random.Generator) -> tuple[np.ndarray, str, str, floa
     group = f"fill {FILL_BANDS[0]:.2f}-{FILL_BANDS[1]:.2f}" if fill < FILL_BANDS[1] else \
         f"fill {FILL_BANDS[1]:.2f}-{FILL_BANDS[2]:.2f}"
     return image, "".join(digits), group, contrast_of(fg, bg)
+
+
+def _ink_top(font: int, scale: float, thickness: int, height: int) -> int:
+    """Rows from the top of ``cv2.putText``'s nominal text height to the first ink row of a "0"
+    (the bottom of the ink is the baseline, ``height`` rows down)."""
+    probe = np.zeros((2 * height, 2 * height), np.uint8)
+    cv2.putText(probe, "0", (0, height), font, scale, 255, thickness, cv2.LINE_AA)
+    return int(np.flatnonzero(probe.max(1) > 127)[0])
 
 
 # bitmap side -> the range of its scale factor: UCI's 8 px to 24-56 px, MNIST's 28 px to 17-45 px
