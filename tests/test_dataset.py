@@ -126,6 +126,25 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path):
         DigitDataset(coco, tmp_path, build_transforms("none", False))[0]
 
 
+def test_heic_photos_are_read_upright_with_the_heif_extra_and_named_without_it(tmp_path, monkeypatch):
+    from digitdet.data import images
+
+    path = tmp_path / "1.heic"
+    if images.HEIF:  # the heif extra (make install has it): an iPhone's photo, stored turned with its tag
+        upright = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 64, 3), dtype=np.uint8))
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif.tobytes())
+        assert image_size(path) == (64, 40) == load_rgb(path).size
+        assert [i for i, _ in list_images(tmp_path)] == [1]
+    else:
+        path.write_bytes(b"")
+    monkeypatch.setattr(images, "HEIF", False)  # as without the extra
+    for read in (load_rgb, image_size):
+        with pytest.raises(ValueError, match=r"1.heic: a HEIC/HEIF photo; to read it install the heif extra"):
+            read(path)
+
+
 def test_one_image_file_is_a_folder_of_one(tmp_path):
     (tmp_path / "17.png").write_bytes(b"")
     (tmp_path / "front door.png").write_bytes(b"")

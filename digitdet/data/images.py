@@ -4,6 +4,9 @@ A phone stores a photo taken in portrait as landscape pixels plus an EXIF orient
 viewers apply. :func:`load_rgb` and :func:`image_size` apply it too (as Detectron2 and
 Ultralytics do), so a house number is read upright and pred.json's boxes are in the frame of the
 photo as a viewer shows it. Files without the tag (SVHN's PNGs) are read as stored.
+
+iPhones save HEIC: read where the optional ``pillow-heif`` is installed (the ``heif`` extra),
+which turns such photos upright itself; without it a HEIC file is an error that says so.
 """
 from __future__ import annotations
 
@@ -12,7 +15,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+try:
+    from pillow_heif import register_heif_opener
+except ImportError:  # the heif extra is not installed
+    HEIF = False
+else:
+    register_heif_opener()
+    HEIF = True
+
+HEIF_SUFFIXES = (".heic", ".heif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", *HEIF_SUFFIXES)
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the photo a quarter, swapping width and height
 
 
@@ -24,7 +36,7 @@ def load_rgb(path: str | Path) -> Image.Image:
     so transparent backgrounds do not become black plates. An EXIF orientation is applied
     (module docstring).
     """
-    path = Path(path)
+    path = _readable_kind(path)
     try:
         with Image.open(path) as im:
             turned = _orientation(im) != 1  # as image_size sees it
@@ -34,6 +46,15 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
+
+
+def _readable_kind(path: str | Path) -> Path:
+    """``path`` as a Path; ValueError naming it when it is a HEIC photo and pillow-heif is missing."""
+    path = Path(path)
+    if path.suffix.lower() in HEIF_SUFFIXES and not HEIF:
+        raise ValueError(f"{path}: a HEIC/HEIF photo; to read it install the heif extra "
+                         "(pip install 'digitdet[heif]', which adds pillow-heif) or convert it to JPEG")
+    return path
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -54,7 +75,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding pixels; upright, as
     :func:`load_rgb` returns the photo (its EXIF orientation applied)."""
-    path = Path(path)
+    path = _readable_kind(path)
     try:
         with Image.open(path) as im:
             w, h = im.size
