@@ -13,9 +13,9 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.decode import decode_number, read_digits, starts_lines
+from digitdet.decode import decode_number, no_start_ids, read_digits
 from digitdet.engine import empty_detections
-from digitdet.evaluation import detections_to_results
+from digitdet.evaluation import detections_to_results, gt_sizes
 from digitdet.labels import NUM_DIGITS, category_to_digit
 from digitdet.metrics import _evaluable_gt, _quiet, classify_error, gt_numbers
 
@@ -70,11 +70,6 @@ def read_boxes(det, score_thresh: float, decode_iou: float = 0.5, line_thresh: f
                        line_start=start)
 
 
-def _starts(gt: dict, line_start_side: int) -> dict[int, bool]:
-    """``{image_id: whether line reading's start rule reads it}`` for ``gt``'s images (:func:`starts_lines`)."""
-    return {int(im["id"]): starts_lines((im["width"], im["height"]) if im.get("width") and im.get("height") else None,
-                                      line_start_side) for im in gt["images"]}
-
 
 def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float = 0.5,
                      decode_iou: float = 0.5, line_thresh: float = 0.0, line_start_side: int = 0) -> np.ndarray:
@@ -89,10 +84,10 @@ def confusion_matrix(dets: dict, gt: dict, score_thresh: float = 0.5, iou: float
     ``line_start_side``: as ``Config.decoder()``'s, with the photo sizes ``gt`` states.
     """
     m = np.zeros((NUM_DIGITS + 1, NUM_DIGITS + 1), dtype=np.int64)
-    starts = _starts(gt, line_start_side)
+    no_start = no_start_ids(gt_sizes(gt), line_start_side)
     for image_id, (gt_boxes, gt_labels) in _gt_by_image(gt).items():
         boxes, labels, _ = read_boxes(dets.get(image_id, empty_detections()), score_thresh, decode_iou, line_thresh,
-                                      starts[image_id])
+                                      image_id not in no_start)
         ious = iou_xyxy(boxes, gt_boxes)
         free = np.ones(len(gt_boxes), dtype=bool)
         for j in range(len(boxes)):  # read_boxes returns highest score first
@@ -118,15 +113,16 @@ def worst_number_errors(dets: dict, gt: dict, score_thresh: float = 0.5, decode_
     "confidence"}``. ``line_start_side`` as for :func:`confusion_matrix`.
     """
     truth = gt_numbers(gt)
-    starts = _starts(gt, line_start_side)
+    no_start = no_start_ids(gt_sizes(gt), line_start_side)
     items = []
     for image_id, true_number in truth.items():
         det = dets.get(image_id, empty_detections())
+        start = image_id not in no_start
         read = decode_number(*det, score_thresh=score_thresh, iou_thresh=decode_iou, line_thresh=line_thresh,
-                             line_start=starts[image_id])
+                             line_start=start)
         if read == true_number:
             continue
-        scores = read_boxes(det, score_thresh, decode_iou, line_thresh, starts[image_id])[2]
+        scores = read_boxes(det, score_thresh, decode_iou, line_thresh, start)[2]
         items.append({"image_id": image_id, "read": read, "truth": true_number,
                       "kind": classify_error(read, true_number),
                       "confidence": float(scores.mean()) if len(scores) else 0.0})

@@ -92,7 +92,7 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
         size = round(f * base.min_size)
         max_size = round(size * base.max_size / base.min_size)
         model, cfg, _ = load_detector(weights, device, [*(overrides or []), f"min_size={size}", f"max_size={max_size}"])
-        _, loader = folder_loader(images_dir, cfg, batch_size, cfg.workers if workers is None else workers)
+        _, loader, _ = folder_loader(images_dir, cfg, batch_size, cfg.workers if workers is None else workers)
         out = predict_batches(model, loader, device, progress=progress, desc=f"read at min_size {size}",
                               detect=reading_detector(model, cfg, device))
         tuned = tune_decoder(out["detections"], truth, iou_thresh=cfg.decode_iou_thresh,
@@ -115,38 +115,41 @@ def tune_reading(weights, images_dir, gt: dict, device, factors=(1.0,), batch_si
 
 def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
     """(ImageFolderDataset, loader batching images of similar shape, at most
-    ``loaders.MAX_BATCH_PIXELS`` pixels a batch: a folder of phone photos reads one at a time).
+    ``loaders.MAX_BATCH_PIXELS`` pixels a batch: a folder of phone photos reads one at a time,
+    ``{image_id: (width, height)}`` of its readable images, upright, from the file headers).
 
     Under torchrun (an initialised process group) the loader holds only this rank's share of
     the batches (distributed.shard_batches) while the dataset lists every image; merge the
     ranks' predictions with distributed.gather_predictions. Single process: every batch.
     """
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
-    ratios, pixels = [], []
-    for _, p in ds.items:
+    sizes = {}
+    for image_id, p in ds.items:
         try:
-            w, h = image_size(p)
+            sizes[image_id] = image_size(p)
         except ValueError:
-            w = h = 1  # unreadable: reported by name when its batch runs
-        ratios.append(w / h)
-        pixels.append(w * h)
-    return ds, shard_batches(inference_loader(ds, ratios, batch_size, workers, pixels))
+            pass  # unreadable: reported by name when its batch runs
+    shapes = [sizes.get(image_id, (1, 1)) for image_id, _ in ds.items]
+    loader = inference_loader(ds, [w / h for w, h in shapes], batch_size, workers, [w * h for w, h in shapes])
+    return ds, shard_batches(loader), sizes
 
 
 def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,
                    progress: bool = True, detect=None) -> dict:
-    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s"}``.
+    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s",
+    "sizes"}`` (sizes as :func:`folder_loader` gives them, for :func:`write_submission`).
 
     ``detect`` replaces the plain model call (see :func:`digitdet.engine.predict_batches`); either
     is wrapped in zoom-in reading when ``cfg.zoom_read`` is on (:mod:`digitdet.zoom`).
 
     Under torchrun, detections and errors are this rank's share only (see :func:`folder_loader`).
     """
-    ds, loader = folder_loader(images_dir, cfg, batch_size, workers)
+    ds, loader, sizes = folder_loader(images_dir, cfg, batch_size, workers)
     out = predict_batches(model, loader, device, progress=progress, detect=reading_detector(model, cfg, device, detect))
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
     out["image_ids"] = [i for i, _ in ds.items]
+    out["sizes"] = sizes
     return out
 
 

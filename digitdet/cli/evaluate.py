@@ -96,7 +96,7 @@ def run(args) -> int:
 def _run_model(args, images_dir):
     device = resolve_device(args.device)
     model, cfg, _ = load_detector(args.weights, device, args.overrides)
-    _, loader = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
+    _, loader, _ = folder_loader(images_dir, cfg, args.batch_size, args.workers if args.workers is not None else cfg.workers)
     detect = reading_detector(model, cfg, device, tta_detector(model, device, args.views) if args.views else None)
     out = predict_batches(model, loader, device, progress=not args.quiet, desc="evaluate", detect=detect)
     metrics = {"source": str(args.weights or "bundled model"), "images_per_s": out["images_per_s"]}

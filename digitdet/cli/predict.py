@@ -7,7 +7,7 @@ import torch
 
 from digitdet import distributed
 from digitdet.cli.common import add_device, setup
-from digitdet.data.images import folder_sizes, list_images, renamed_images
+from digitdet.data.images import list_images, renamed_images
 from digitdet.inference import load_detector, predict_folder, resolve_device, write_submission
 from digitdet.io import read_pred_csv, write_image_ids_csv
 from digitdet.tta import predict_folder_tta, requested_views
@@ -58,8 +58,7 @@ def run(args) -> int:
     out = distributed.gather_predictions(out)  # every rank's share; unchanged in a single process
     if not distributed.is_main():
         return 0  # rank 0 writes the one pred.json and pred.csv
-    json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg,
-                                           folder_sizes(args.images, skip_unreadable=True))
+    json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"])
     summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
                "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
                "pred_csv": str(csv_path)}

@@ -162,18 +162,11 @@ def list_images(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted((ids[str(p)], p) for p in paths)
 
 
-def folder_sizes(folder: str | Path, skip_unreadable: bool = False) -> dict[int, tuple[int, int]]:
+def folder_sizes(folder: str | Path) -> dict[int, tuple[int, int]]:
     """``{image_id: (width, height)}`` of every image of a folder (or one image file, as
     :func:`list_images` numbers them), read from the file headers; an unreadable image is a
-    ValueError naming it, or with ``skip_unreadable`` is left out."""
-    sizes = {}
-    for image_id, path in list_images(folder):
-        try:
-            sizes[image_id] = image_size(path)
-        except ValueError:
-            if not skip_unreadable:
-                raise
-    return sizes
+    ValueError naming it."""
+    return {image_id: image_size(path) for image_id, path in list_images(folder)}
 
 
 def renamed_images(folder: str | Path) -> dict[int, str]:
