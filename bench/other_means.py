@@ -58,14 +58,14 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 from digitdet.data.cocobuild import annotation, coco_dict
-from digitdet.data.synth_pen import is_idx_package, read_mnist_source
-from digitdet.data.synth_style import luminance
-from digitdet.decode import decode_number, starts_lines
-from digitdet.inference import load_detector
 from digitdet.io import write_json
 from digitdet.labels import digit_to_category
-from digitdet.metrics import digit_misreads, number_errors, summarize
-from digitdet.zoom import reading_detector
+from digitdet.read.decode import decode_number, starts_lines
+from digitdet.read.detector import load_detector
+from digitdet.read.zoom import reading_detector
+from digitdet.score.metrics import digit_misreads, number_errors, summarize
+from digitdet.synth.pen import is_idx_package, read_mnist_source
+from digitdet.synth.style import luminance
 
 FONTS = {"simplex": cv2.FONT_HERSHEY_SIMPLEX, "plain": cv2.FONT_HERSHEY_PLAIN, "duplex": cv2.FONT_HERSHEY_DUPLEX,
          "complex": cv2.FONT_HERSHEY_COMPLEX, "triplex": cv2.FONT_HERSHEY_TRIPLEX,

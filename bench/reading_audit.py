@@ -36,8 +36,8 @@ from PIL import Image
 
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.io import read_pred_csv
-from digitdet.metrics import gt_numbers
-from digitdet.visualize import draw_boxes, image_grid, save_png_atomic
+from digitdet.score.metrics import gt_numbers
+from digitdet.viz.draw import draw_boxes, image_grid, save_png_atomic
 
 PER_SHEET, COLS, CELL = 12, 2, (460, 180)
 

@@ -6,7 +6,7 @@
     python bench/speed.py --models default,default:channels_last=false --threads 1   # a recipe variant
 
 Every model gets the same synthetic SVHN-size photos (1-5 digits, ~30-60 px tall, 60-250 px
-wide; from ``digitdet.data.synthetic.render_sample`` when it works, else a plain Pillow
+wide; from ``digitdet.synth.render.render_sample`` when it works, else a plain Pillow
 drawing) in the same shape-grouped batches. Weights are random: speed does not depend on
 them, except that a detector's post-processing cost depends on how many boxes pass its
 score threshold (noted per model). Figures on a shared machine are noisy: each one is the
@@ -76,10 +76,10 @@ def make_photos(n: int, seed: int = 0) -> tuple[list[tuple[torch.Tensor, dict]],
     """n (image float (3, H, W) in [0, 1], target in torchvision's schema) pairs, and their source."""
     rng = np.random.default_rng(seed)
     try:
-        from digitdet.data.synthetic import render_sample
+        from digitdet.synth.render import render_sample
         rendered = [render_sample(rng) for _ in range(n)]
         pairs = [_svhn_size(im, [(a["digit"], a["bbox"]) for a in anns], rng) for im, anns in rendered]
-        source = "digitdet.data.synthetic.render_sample"
+        source = "digitdet.synth.render.render_sample"
     except Exception as e:  # the renderer is optional here: any failure falls back to plain drawings
         pairs = [_drawn_photo(rng) for _ in range(n)]
         source = f"Pillow drawings (render_sample unavailable: {type(e).__name__})"
@@ -202,7 +202,7 @@ def yolo_steps():
 
 def onnx_steps(model, cfg, threads: int, folder: Path):
     """(infer(batch), note) for ``model`` exported to ONNX and run by ONNX Runtime."""
-    from digitdet.onnx_backend import OnnxDetector, export_onnx
+    from digitdet.read.onnx import OnnxDetector, export_onnx
 
     path = export_onnx(model, cfg, {}, folder / "default.onnx")
     detector = OnnxDetector(path, threads)

@@ -21,12 +21,12 @@ from contextlib import contextmanager
 import torch
 from torchvision.transforms.functional import to_tensor
 
-import digitdet.data.synth_style as synth_style
-from digitdet.data.synth_fonts import FontInfo, available_fonts, draws_digits, system_font_files
-from digitdet.data.synthetic import render_sample, sample_rng
-from digitdet.decode import decode_number, starts_lines
-from digitdet.inference import load_detector
-from digitdet.zoom import reading_detector
+import digitdet.synth.style as synth_style
+from digitdet.read.decode import decode_number, starts_lines
+from digitdet.read.detector import load_detector
+from digitdet.read.zoom import reading_detector
+from digitdet.synth.fonts import FontInfo, available_fonts, draws_digits, system_font_files
+from digitdet.synth.render import render_sample, sample_rng
 
 # Installed faces whose ten digit code points draw ten distinct symbols, not digits.
 NOT_DIGIT_FACES = {"D050000L.otf", "D050000L.ttf"}

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from digitdet.data.synthetic import render_dataset
+from digitdet.synth.render import render_dataset
 
 
 def main(argv=None) -> int:

@@ -22,8 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 from digitdet.config import load_config
 from digitdet.data.loaders import aspect_sorted_batches
 from digitdet.models.faster_rcnn import build_model
-from digitdet.optim import build_optimizer
-from digitdet.train import load_split
+from digitdet.train.fit import load_split
+from digitdet.train.optim import build_optimizer
 
 
 def main() -> None:

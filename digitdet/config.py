@@ -33,7 +33,7 @@ class Config:
     # "gn" (GroupNorm, batch-size independent), "frozen_bn" (torchvision's choice with weights).
     norm: str = "bn"
     # From-scratch runs first pre-train the backbone as a digit classifier on crops of the
-    # training boxes for this many epochs (digitdet/pretrain.py; minutes on a CPU, and it
+    # training boxes for this many epochs (digitdet/train/pretrain.py; minutes on a CPU, and it
     # multiplies early mAP several times); 0 = off. Only when pretrained == "none".
     pretrain_epochs: int = 0
     pretrain_max_images: int = 0  # crops from the first N training images only (0 = all)
@@ -175,7 +175,7 @@ class Config:
     pred_box_same_height: bool = False
     decode_score_thresh: float = 0.5  # digits kept when reading the number (tunable)
     decode_iou_thresh: float = 0.5  # class-agnostic duplicate suppression when reading
-    # Line reading (digitdet/decode.py): boxes scoring >= this also join the digits read when
+    # Line reading (digitdet/read/decode.py): boxes scoring >= this also join the digits read when
     # they sit beside one on its line; 0 = off. Tuned with decode_score_thresh (--tune-decoder).
     decode_line_thresh: float = 0.0
     # ... and when no digit reaches decode_score_thresh, line reading starts the line from the
@@ -184,7 +184,7 @@ class Config:
     # of a house front, need not hold one: there the rule read a number into 36% of photos
     # without one (bench/large_photos.py). 0 = in every photo.
     decode_line_start_below: float = 4.0
-    # Zoom-in reading (digitdet/zoom.py): photos whose digits are small (median height under
+    # Zoom-in reading (digitdet/read/zoom.py): photos whose digits are small (median height under
     # zoom_below x the short side; pass 1's digits scoring >= zoom_score) are read again on a crop
     # reaching zoom_margin digit heights beyond them. +2.9 to +5.0 points of test accuracy for the
     # bundled model on five synthetic sets at ~1.5x the reading time (docs/results.md, "Zoom-in reading").

@@ -7,10 +7,11 @@ import pytest
 from digitdet.boxes import pad_xyxy, same_height_xyxy, xywh_to_xyxy
 from digitdet.cli import main
 from digitdet.config import Config
-from digitdet.evaluation import BOX_PADS, score_detections, tune_box_style
-from digitdet.inference import write_submission
 from digitdet.io import read_json, read_pred_csv, read_pred_json
 from digitdet.labels import coco_categories, digit_to_category
+from digitdet.read.submission import write_submission
+from digitdet.score.evaluation import score_detections
+from digitdet.tune import BOX_PADS, tune_box_style
 
 
 def test_pad_grows_every_side_by_a_share_of_the_height_and_stops_at_the_corner():

@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from digitdet.cli import main
-from digitdet.inference import BUNDLED_WEIGHTS
 from digitdet.io import load_checkpoint, read_json, read_pred_csv, read_pred_json
-from digitdet.metrics import gt_numbers
+from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS
+from digitdet.score.metrics import gt_numbers
 
 pytestmark = pytest.mark.skipif(not BUNDLED_WEIGHTS.exists(), reason="no bundled model in this checkout")
 

@@ -1,12 +1,19 @@
-"""digitdet.decode: reading the number (Task 2) and COCO records (Task 1)."""
+"""digitdet.read.decode: reading the number (Task 2) and COCO records (Task 1)."""
 import numpy as np
 import pytest
 import torch
 
-from digitdet.decode import (decode_number, detections_to_coco, group_by_image, no_start_ids, starts_lines,
-                             suppress_duplicates, tune_decoder)
-from digitdet.evaluation import decode_all
 from digitdet.labels import digit_to_category
+from digitdet.read.decode import (
+    decode_all,
+    decode_number,
+    detections_to_coco,
+    group_by_image,
+    no_start_ids,
+    starts_lines,
+    suppress_duplicates,
+)
+from digitdet.tune import tune_decoder
 
 
 def _dets(*items):

@@ -12,19 +12,18 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_train import TINY
 
-import digitdet.train as train_mod
+import digitdet.train.fit as train_mod
 from digitdet import distributed
 from digitdet.cli import main
 from digitdet.config import Config
 from digitdet.data.loaders import inference_loader
-from digitdet.evaluation import evaluate
-from digitdet.inference import load_detector
 from digitdet.io import load_checkpoint, read_pred_json
 from digitdet.models.faster_rcnn import build_model
-from digitdet.train import fit, load_split
-
-from test_train import TINY
+from digitdet.read.detector import load_detector
+from digitdet.score.evaluation import evaluate
+from digitdet.train.fit import fit, load_split
 
 WORLD = 2
 DDP_CFG = [*TINY, "batch_size=2", "epochs=1", "save_every_steps=0"]  # 12 images: 3 steps per rank
@@ -56,16 +55,15 @@ def _worker(rank: int, port: int, data: str, tmp: str) -> None:
     device = distributed.init("cpu")
 
     # 1. Train under DDP through the CLI, keeping each rank's parameters after the epoch.
-    params, train_epoch = {}, train_mod.train_one_epoch
+    params, end_of_epoch = {}, train_mod.end_of_epoch
 
-    def spy(model, *args, **kwargs):
-        out = train_epoch(model, *args, **kwargs)
-        params.update({n: p.detach().clone() for n, p in distributed.unwrap(model).named_parameters()})
-        return out
+    def spy(run, *args, **kwargs):
+        params.update({n: p.detach().clone() for n, p in distributed.unwrap(run.model).named_parameters()})
+        return end_of_epoch(run, *args, **kwargs)
 
-    train_mod.train_one_epoch = spy
+    train_mod.end_of_epoch = spy
     assert main(["train", "--data", data, "--out", f"{tmp}/ddp", "--quiet", "--device", "cpu", *DDP_CFG]) == 0
-    train_mod.train_one_epoch = train_epoch
+    train_mod.end_of_epoch = end_of_epoch
     torch.save(params, f"{tmp}/params{rank}.pt")
 
     # 2. Resume, with 2 processes, the single-process run the test stopped mid-epoch.

@@ -1,10 +1,19 @@
-"""train_one_epoch: gradient accumulation steps the optimizer and syncs DDP only where it should."""
+"""train_step: gradient accumulation steps the optimizer and syncs DDP only where it should."""
 from contextlib import contextmanager
 
 import torch
 
 from digitdet.config import Config
-from digitdet.engine import train_one_epoch
+from digitdet.train.step import accumulate, train_step
+
+
+def train_one_epoch(model, optimizer, scheduler, loader, device, cfg) -> dict:
+    """The loop of train.fit over one epoch: one train_step per group of cfg.grad_accum batches."""
+    sums = {}
+    for batches in accumulate(loader, cfg.grad_accum):
+        for k, v in train_step(model, optimizer, scheduler, batches, device, cfg).items():
+            sums[k] = sums.get(k, 0) + v
+    return {**{k: v / sums["batches"] for k, v in sums.items() if k.startswith("loss")}, "steps": sums["batches"]}
 
 
 class _StubDetector(torch.nn.Module):
@@ -38,14 +47,14 @@ def test_grad_accum_steps_every_n_batches_and_syncs_only_then():
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: steps.append(s) or 1.0)
     loader = [([torch.ones(3, 4, 4)], [{}]) for _ in range(5)]
     cfg = Config(grad_accum=2, clip_grad=0.0)
-    out = train_one_epoch(model, optimizer, scheduler, loader, torch.device("cpu"), 0, cfg, progress=False)
+    out = train_one_epoch(model, optimizer, scheduler, loader, torch.device("cpu"), cfg)
     # batches 2 and 4 complete a group of 2; batch 5, the last, steps with what it has
     assert out["steps"] == 5 and len(steps) == 1 + 3  # LambdaLR calls the lambda once at construction
     assert model.synced == [False, True, False, True, True]
 
 
 def test_ema_follows_the_weights_with_the_ramped_decay():
-    from digitdet.optim import build_ema, ema_decay_at
+    from digitdet.train.optim import build_ema, ema_decay_at
 
     assert build_ema(torch.nn.Linear(1, 1), 0.0) is None
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
@@ -75,8 +84,8 @@ def test_loss_weights_scale_each_term_of_the_minimised_sum():
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     loader = [([torch.ones(3, 2, 2)], [{}])]  # loss_classifier = (1 x 12)^2 = 144, the rest 0
     device = torch.device("cpu")
-    plain = train_one_epoch(model, optimizer, scheduler, loader, device, 0, Config(), progress=False)
+    plain = train_one_epoch(model, optimizer, scheduler, loader, device, Config())
     cfg = Config().override(["loss_weights={loss_classifier: 2.5}"])
-    weighted = train_one_epoch(model, optimizer, scheduler, loader, device, 0, cfg, progress=False)
+    weighted = train_one_epoch(model, optimizer, scheduler, loader, device, cfg)
     assert plain["loss"] == plain["loss_classifier"] == 144.0
     assert weighted["loss"] == 2.5 * weighted["loss_classifier"] == 360.0

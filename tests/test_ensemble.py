@@ -1,15 +1,16 @@
-"""digitdet.ensemble: box fusion with ensemble-boxes, and reading numbers from an ensemble."""
+"""digitdet.read.ensemble: box fusion with ensemble-boxes, and reading numbers from an ensemble."""
 import json
 
 import numpy as np
 import pytest
 
 from digitdet.cli import main
-from digitdet.decode import detections_to_coco
-from digitdet.ensemble import fuse_detections, fuse_numbers, vote_numbers
 from digitdet.io import read_pred_csv, read_pred_json
 from digitdet.labels import digit_to_category
-from digitdet.metrics import gt_numbers
+from digitdet.read.decode import detections_to_coco
+from digitdet.read.ensemble import fuse_numbers, vote_numbers
+from digitdet.read.fusion import fuse_detections
+from digitdet.score.metrics import gt_numbers
 
 SIZE = (120, 60)  # (width, height) of the image every test detection is on
 

@@ -10,10 +10,10 @@ ort = pytest.importorskip("onnxruntime")
 
 from digitdet.cli import main  # noqa: E402
 from digitdet.config import load_config  # noqa: E402
-from digitdet.inference import load_detector  # noqa: E402
 from digitdet.io import read_pred_csv, read_pred_json, save_checkpoint  # noqa: E402
 from digitdet.models.faster_rcnn import build_model  # noqa: E402
-from digitdet.onnx_backend import METADATA_CONFIG, load_onnx_detector  # noqa: E402
+from digitdet.read.detector import load_detector  # noqa: E402
+from digitdet.read.onnx import METADATA_CONFIG, load_onnx_detector  # noqa: E402
 
 # Small input and few proposals keep export and inference quick; a score threshold of 0 makes
 # a random-weight model return detections (box_detections_per_img of them) to compare.
@@ -100,7 +100,7 @@ def test_predict_with_onnxruntime_writes_the_same_files_as_torch(exported, tiny_
 def _exported(tmp_path, settings: list[str], prepare=None):
     """(random-weight model, its ONNX detector, one test image) for TINY + ``settings``;
     ``prepare(model)`` runs on the weights (without gradients) before the export."""
-    from digitdet.onnx_backend import export_onnx
+    from digitdet.read.onnx import export_onnx
 
     torch.manual_seed(0)
     cfg = load_config("cpu_fast", TINY + settings)

@@ -1,4 +1,4 @@
-"""digitdet.metrics: COCO mAP (checked against pycocotools), number truth, accuracy, errors."""
+"""digitdet.score.metrics: COCO mAP (checked against pycocotools), number truth, accuracy, errors."""
 import contextlib
 import copy
 import io as stdio
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from digitdet.labels import coco_categories, digit_to_category
-from digitdet.metrics import (ERROR_KINDS, coco_map, digit_misreads, gt_numbers, number_errors,
-                              sequence_accuracy, summarize)
+from digitdet.score.metrics import ERROR_KINDS, coco_map, digit_misreads, gt_numbers, number_errors, sequence_accuracy, summarize
 
 
 def _gt(images: dict[int, list[tuple]]) -> dict:

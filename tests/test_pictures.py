@@ -8,11 +8,11 @@ from PIL import Image
 from digitdet.boxes import xywh_to_xyxy
 from digitdet.cli import main
 from digitdet.config import Config
-from digitdet.decode import group_by_image
-from digitdet.inference import decoder_of_predictions, write_submission
-from digitdet.diagnostics import CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, worst_number_errors
 from digitdet.labels import digit_to_category
-from digitdet.report import write_evaluation_pictures, write_training_plots
+from digitdet.read.decode import group_by_image
+from digitdet.read.submission import decoder_of_predictions, write_submission
+from digitdet.score.diagnostics import CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, worst_number_errors
+from digitdet.viz.report import write_evaluation_pictures, write_training_plots
 
 HEADER = ("epoch,loss_classifier,loss_box_reg,loss_objectness,loss_rpn_box_reg,loss,lr,images_per_s,"
           "map,ap50,ap75,accuracy")

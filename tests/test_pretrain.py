@@ -6,8 +6,8 @@ from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits
 from digitdet.io import load_checkpoint
 from digitdet.models.faster_rcnn import build_model
-from digitdet.pretrain import DigitCrops, build_classifier, pretrain_backbone
-from digitdet.train import fit
+from digitdet.train.fit import fit
+from digitdet.train.pretrain import DigitCrops, build_classifier, pretrain_backbone
 
 
 def test_crops_are_square_labelled_and_reproducible(tiny_data):

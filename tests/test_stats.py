@@ -9,7 +9,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from digitdet.labels import coco_categories, digit_to_category
-from digitdet.stats import anchor_shapes, box_stats, plot_stats, resize_scales, suggest_anchors
+from digitdet.viz.stats import anchor_shapes, box_stats, plot_stats, resize_scales, suggest_anchors
 
 
 def _coco():

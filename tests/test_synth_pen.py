@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from digitdet.cli import main
-from digitdet.data import synth_fonts, synth_pen
+from digitdet.synth import fonts as synth_fonts
+from digitdet.synth import pen as synth_pen
 
 
 def _clear_caches():
@@ -85,8 +86,8 @@ def test_pens_are_fonts_that_draw_tight_digits_of_the_asked_height(bank):
 
 
 def test_the_renderer_writes_with_pens_and_boxes_stay_tight(bank, monkeypatch):
-    from digitdet.data import synth_style
-    from digitdet.data.synthetic import render_sample
+    from digitdet.synth import style as synth_style
+    from digitdet.synth.render import render_sample
     pens = [f for f in synth_fonts.available_fonts() if f.source == "pen"]
     monkeypatch.setattr(synth_style, "_pick_font", lambda rng: pens[int(rng.integers(len(pens)))])
     rng = np.random.default_rng(7)
@@ -133,7 +134,7 @@ def test_convert_mnist_writes_the_bank(tmp_path, capsys):
 
 
 def test_pens_share_one_weight_and_the_weights_follow_the_font_list(bank):
-    from digitdet.data.synth_style import MARKER_WEIGHT, PEN_WEIGHT, STYLE_WEIGHT, _pick_font
+    from digitdet.synth.style import MARKER_WEIGHT, PEN_WEIGHT, STYLE_WEIGHT, _pick_font
     fonts = synth_fonts.available_fonts()
     outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in fonts if f.source not in ("strokes", "pen"))
     rng = np.random.default_rng(0)

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from digitdet.data.calibration import box_statistics, count_distribution, load_coco_boxes, load_svhn_boxes
-from digitdet.data.synth_fonts import available_fonts
-from digitdet.data.synthetic import render_dataset, render_sample, sample_rng
 from digitdet.labels import coco_categories
+from digitdet.synth.fonts import available_fonts
+from digitdet.synth.render import render_dataset, render_sample, sample_rng
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from calibration import box_statistics, count_distribution, load_coco_boxes, load_svhn_boxes  # noqa: E402
 
 REAL_BOXES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "svhn_test_boxes.json"
 
@@ -166,7 +168,7 @@ def test_statistics_are_close_to_real_svhn():
 
 
 def test_digit_cut_by_the_edge_gets_its_visible_box_or_is_dropped(monkeypatch):
-    import digitdet.data.synthetic as synthetic
+    import digitdet.synth.render as synthetic
 
     real_sample_style = synthetic.sample_style
 
@@ -192,10 +194,10 @@ def test_digit_cut_by_the_edge_gets_its_visible_box_or_is_dropped(monkeypatch):
 def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
     # the crop that shows a suffix letter used to show the whole right fragment after it: an
     # unlabelled digit in full view ("25D" labelled "2")
-    from digitdet.data import synth_geometry as geo
-    from digitdet.data.synth_scene import layout_number
-    from digitdet.data.synth_style import sample_style
-    from digitdet.data.synthetic import _plan
+    from digitdet.synth import geometry as geo
+    from digitdet.synth.render import _plan
+    from digitdet.synth.scene import layout_number
+    from digitdet.synth.style import sample_style
 
     rng = np.random.default_rng(5)
     for _ in range(12):
@@ -214,8 +216,8 @@ def test_a_letter_suffix_goes_before_a_neighbours_fragment_which_stays_cut():
 def test_neighbouring_glyphs_keep_their_ink_apart():
     # gaps come from real SVHN's loose boxes; drawn between tight boxes they let two bare 1s
     # overlap into one stroke labelled "11" (seed 24's valid pictures 955, 1424 and 1436)
-    from digitdet.data.synth_scene import MIN_INK_GAP, ink_clearance, layout_number
-    from digitdet.data.synth_style import sample_style
+    from digitdet.synth.scene import MIN_INK_GAP, ink_clearance, layout_number
+    from digitdet.synth.style import sample_style
 
     rng = np.random.default_rng(31)
     pairs = 0
@@ -235,8 +237,8 @@ def test_neighbouring_glyphs_keep_their_ink_apart():
 
 def test_some_faces_paint_their_1s_as_a_plain_bar():
     # house numbers often have plain 1s, fonts seldom do; bundles missed them large in the picture
-    from digitdet.data.synth_scene import layout_number
-    from digitdet.data.synth_style import PLAIN_ONE_P, sample_style
+    from digitdet.synth.scene import layout_number
+    from digitdet.synth.style import PLAIN_ONE_P, sample_style
 
     styles = [sample_style(np.random.default_rng(k)) for k in range(600)]
     share = np.mean([s.plain_one for s in styles if s.font.style != "pen"])
@@ -259,10 +261,10 @@ def test_a_narrow_tall_turned_crop_still_gets_a_camera():
     # seed 27's train pictures 1983 and 22585 stopped `digitdet synth`: a cut first digit and a
     # neighbour's sliver leave a crop ~30 px wide under margins of 4 digit heights; turned by
     # 12 degrees and sheared, it sees a window over twice its width even with no perspective
-    from digitdet.data import synth_geometry as geo
-    from digitdet.data.synth_scene import layout_number
-    from digitdet.data.synth_style import sample_style
-    from digitdet.data.synthetic import MAX_REGION_FACTOR, _plan
+    from digitdet.synth import geometry as geo
+    from digitdet.synth.render import MAX_REGION_FACTOR, _plan
+    from digitdet.synth.scene import layout_number
+    from digitdet.synth.style import sample_style
 
     rng = np.random.default_rng(27)
     wide = 0
@@ -284,7 +286,7 @@ def test_a_narrow_tall_turned_crop_still_gets_a_camera():
 
 def _ink_shown(T, work, glyph) -> float:
     """Share of ``glyph``'s ink pixels inside the picture's columns (T: scene -> picture px)."""
-    from digitdet.data import synth_geometry as geo
+    from digitdet.synth import geometry as geo
 
     x = geo.apply(T, glyph.ink_points())[:, 0]
     return float(np.mean((x >= 0) & (x <= work[0])))
@@ -296,10 +298,10 @@ def test_a_neighbours_fragment_shows_at_most_three_tenths_of_its_digit_and_of_it
     # digit by eye (bench/reading_audit_seed5_valid.json). Of its box and of its ink: the right
     # tenths of a 1's box can hold its whole stem (a fifth of the fragments showed more than
     # 0.3 of their ink before, one 0.87)
-    from digitdet.data import synth_geometry as geo
-    from digitdet.data.synth_scene import layout_number
-    from digitdet.data.synth_style import sample_style
-    from digitdet.data.synthetic import MAX_SLIVER_INK, _plan
+    from digitdet.synth import geometry as geo
+    from digitdet.synth.render import MAX_SLIVER_INK, _plan
+    from digitdet.synth.scene import layout_number
+    from digitdet.synth.style import sample_style
 
     rng = np.random.default_rng(7)
     shown, ink = [], []
@@ -323,9 +325,9 @@ def test_a_neighbours_fragment_shows_at_most_three_tenths_of_its_digit_and_of_it
 def test_a_cut_digit_shows_half_its_ink_or_a_sliver_never_between(side):
     # labelled from MIN_VISIBLE of its ink up, so a cut digit showing 0.3-0.5 of it was an
     # unlabelled digit a reader could still read; a fifth of the cut digits did
-    from digitdet.data.synth_scene import layout_number
-    from digitdet.data.synth_style import sample_style
-    from digitdet.data.synthetic import MAX_SLIVER_INK, MIN_VISIBLE, _plan
+    from digitdet.synth.render import MAX_SLIVER_INK, MIN_VISIBLE, _plan
+    from digitdet.synth.scene import layout_number
+    from digitdet.synth.style import sample_style
 
     rng = np.random.default_rng(9)
     ink = []
@@ -344,7 +346,7 @@ def test_a_cut_digit_shows_half_its_ink_or_a_sliver_never_between(side):
 def test_png_writer_round_trips_through_pillow(tmp_path, samples):
     from PIL import Image
 
-    from digitdet.data.synthetic import write_png
+    from digitdet.synth.render import write_png
 
     for k, (image, _) in enumerate(samples[:5]):
         path = tmp_path / f"{k}.png"
@@ -357,9 +359,9 @@ def test_png_writer_round_trips_through_pillow(tmp_path, samples):
 
 
 def test_rim_points_bound_a_glyph_like_all_its_ink_points():
-    from digitdet.data import synth_geometry as geo
-    from digitdet.data.synth_scene import layout_number
-    from digitdet.data.synth_style import sample_style
+    from digitdet.synth import geometry as geo
+    from digitdet.synth.scene import layout_number
+    from digitdet.synth.style import sample_style
 
     rng = np.random.default_rng(3)
     h = geo.camera_homography(8.0, 0.1, 0.3, -0.2, (40.0, 30.0), 120.0)
@@ -371,7 +373,7 @@ def test_rim_points_bound_a_glyph_like_all_its_ink_points():
 
 
 def test_every_marker_writer_draws_ten_distinct_digits_on_one_baseline():
-    from digitdet.data.synth_strokes import N_HANDS, stroke_glyph_mask
+    from digitdet.synth.strokes import N_HANDS, stroke_glyph_mask
     for k in range(N_HANDS):
         glyphs = [stroke_glyph_mask(f"hand:{k}", 56, str(d)) for d in range(10)]
         masks = [m for m, _ in glyphs]
@@ -385,7 +387,7 @@ def test_every_marker_writer_draws_ten_distinct_digits_on_one_baseline():
 
 
 def test_writers_draw_each_digit_in_their_own_proportions():
-    from digitdet.data.synth_strokes import N_HANDS, _writer
+    from digitdet.synth.strokes import N_HANDS, _writer
     # writers that chose the same letterform of 4 still put its bar and stem in different places
     forms = {}
     for k in range(N_HANDS):
@@ -403,7 +405,7 @@ def test_writers_draw_each_digit_in_their_own_proportions():
 def test_every_marker_seven_has_a_bar_no_flag_of_a_one_is_as_long():
     # a narrow writer's 7 with a short sloping bar is a 1 with a flag: such 7s taught the model
     # to read 7s as 1s (the real photo "478" read "418")
-    from digitdet.data.synth_strokes import N_HANDS, stroke_glyph_mask
+    from digitdet.synth.strokes import N_HANDS, stroke_glyph_mask
 
     def top_ink_width(digit, k):  # ink in the top fifth of the figure, in figure heights
         mask = stroke_glyph_mask(f"hand:{k}", 56, digit)[0] >= 128
@@ -419,7 +421,7 @@ def test_every_marker_seven_has_a_bar_no_flag_of_a_one_is_as_long():
 def test_marker_fours_put_their_bar_high_and_low():
     # the open 4 of the real photo "174" has its bar near mid-height on a long stem; with bars
     # only at 0.55-0.7 of the figure the bundle read it as a 1 (its stem)
-    from digitdet.data.synth_strokes import N_HANDS, _writer
+    from digitdet.synth.strokes import N_HANDS, _writer
     bar = np.array([_writer(k, "4")["form"][0][-1][1] for k in range(N_HANDS)])  # the bar's right end
     assert (bar < 0.52).sum() >= 0.15 * N_HANDS, np.sort(bar)
     assert (bar > 0.52).sum() >= 0.4 * N_HANDS, np.sort(bar)
@@ -427,7 +429,7 @@ def test_marker_fours_put_their_bar_high_and_low():
 
 def test_numbers_on_foliage_hang_on_a_plate():
     # painted on the leaves, dark ink on dark leaves was invisible yet labelled
-    from digitdet.data.synth_style import sample_style
+    from digitdet.synth.style import sample_style
     rng = np.random.default_rng(0)
     styles = [sample_style(rng) for _ in range(3000)]
     foliage = [s for s in styles if s.surface == "foliage"]
@@ -436,7 +438,7 @@ def test_numbers_on_foliage_hang_on_a_plate():
 
 
 def test_marker_writers_and_pens_share_one_weight_whatever_their_number():
-    from digitdet.data.synth_style import MARKER_WEIGHT, PEN_WEIGHT, STYLE_WEIGHT, _pick_font
+    from digitdet.synth.style import MARKER_WEIGHT, PEN_WEIGHT, STYLE_WEIGHT, _pick_font
     outline = sum(STYLE_WEIGHT.get(f.style, 0.5) for f in available_fonts() if f.source not in ("strokes", "pen"))
     pen = PEN_WEIGHT if any(f.source == "pen" for f in available_fonts()) else 0.0  # with the optional bank
     rng = np.random.default_rng(0)
@@ -447,8 +449,8 @@ def test_marker_writers_and_pens_share_one_weight_whatever_their_number():
 
 
 def test_marker_fonts_are_offered_and_letters_fall_back_to_an_outline_font():
-    from digitdet.data.synth_fonts import glyph_mask
-    from digitdet.data.synth_strokes import stroke_glyph_mask
+    from digitdet.synth.fonts import glyph_mask
+    from digitdet.synth.strokes import stroke_glyph_mask
     hands = [f for f in available_fonts() if f.source == "strokes"]
     assert len(hands) >= 16 and all(f.style == "marker" for f in hands)
     letter, _ = glyph_mask(hands[0].path, 40, "A")  # distractor letters of a marker sample
@@ -460,7 +462,7 @@ def test_marker_fonts_are_offered_and_letters_fall_back_to_an_outline_font():
 
 
 def test_letter_suffixes_get_tight_boxes_outside_the_digit_annotations():
-    from digitdet.data.synthetic import coco_dict
+    from digitdet.synth.render import coco_dict
 
     found = []
     for i in range(1, 400):
@@ -492,8 +494,8 @@ def test_letter_suffixes_get_tight_boxes_outside_the_digit_annotations():
 def test_some_numbers_contrast_in_colour_only_and_only_they_are_redrawn(monkeypatch):
     # Vivid ink and plate, free to share their luminance, in ~VIVID_P of the samples (metal ink
     # aside); every other choice of those samples, and every choice of the others, as without them.
-    from digitdet.data import synth_style
-    from digitdet.data.synth_style import VIVID_MIN_DISTANCE, luminance, sample_style
+    from digitdet.synth import style as synth_style
+    from digitdet.synth.style import VIVID_MIN_DISTANCE, luminance, sample_style
 
     n = 400
     styles = [sample_style(sample_rng(3, "train", i)) for i in range(n)]
@@ -521,8 +523,8 @@ def test_some_numbers_contrast_in_colour_only_and_only_they_are_redrawn(monkeypa
 def test_some_pictures_are_soft_and_only_they_are_redrawn(monkeypatch):
     # ~SOFT_P of the pictures keep only SOFT_HEIGHT px of their digits' detail; their boxes and
     # every other picture are as without soft focus.
-    from digitdet.data import synth_style
-    from digitdet.data.synth_style import SOFT_HEIGHT, sample_style
+    from digitdet.synth import style as synth_style
+    from digitdet.synth.style import SOFT_HEIGHT, sample_style
 
     n = 300
     soft = [i for i in range(n) if "soft" in sample_style(sample_rng(4, "train", i)).photo_params]
@@ -543,7 +545,7 @@ def test_some_pictures_are_soft_and_only_they_are_redrawn(monkeypatch):
 
 
 def test_soft_focus_keeps_the_median_digit_at_its_height_of_detail():
-    from digitdet.data.synthetic import _soft_focus
+    from digitdet.synth.render import _soft_focus
 
     pairs = [(None, {"digit": d, "bbox": [0, 0, 10, h]}) for d, h in ((1, 40.0), (2, 40.0), (3, 20.0))]
     base = {"lowres": 0.0, "blur": 0.0}

@@ -8,7 +8,7 @@ import torch
 from digitdet.cli import main
 from digitdet.config import Config
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json
-from digitdet.train import fit
+from digitdet.train.fit import fit
 
 TINY = ["fpn_channels=32", "representation_size=64", "min_size=48", "max_size=128", "workers=0",
         "batch_size=4", "warmup_iters=2", "eval_every=0", "max_train_images=12", "max_valid_images=4",
@@ -69,7 +69,7 @@ def test_ema_resumes_exactly_and_is_what_best_pt_holds(tiny_data, tmp_path):
 
 
 def test_time_budget_plans_the_schedule_to_end_in_it(tiny_data, tmp_path, monkeypatch):
-    import digitdet.train as train
+    import digitdet.train.budget as train
 
     planned = []
     monkeypatch.setattr(train, "PLAN_AFTER_STEPS", 2)
@@ -93,7 +93,7 @@ def test_time_budget_plans_the_schedule_to_end_in_it(tiny_data, tmp_path, monkey
 
 
 def test_plan_total_steps_fits_the_budget():
-    from digitdet.optim import plan_total_steps
+    from digitdet.train.budget import plan_total_steps
     # 100 s used of 1000 (x 0.97 margin) at 2 s/step after 40 steps: (970 - 100) / 2 = 435 more
     assert plan_total_steps(40, 2.0, 100.0, 1000.0, max_steps=10_000) == 40 + 435
     assert plan_total_steps(40, 2.0, 100.0, 1000.0, max_steps=300) == 300  # the epochs asked for cap it
@@ -110,7 +110,7 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny_data, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tiny_data, tmp_path):
-    from digitdet.engine import TrainingDiverged
+    from digitdet.train.step import TrainingDiverged
     with pytest.raises(TrainingDiverged, match="lower lr"):
         fit(tiny_cfg("epochs=1", "lr=1e30", "warmup_iters=0", "clip_grad=0.0"), tiny_data, tmp_path / "nan",
             progress=False)
@@ -140,7 +140,8 @@ def test_end_to_end_smoke(tiny_data, tmp_path, capsys):
 
 
 def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_data, tmp_path, capsys):
-    from digitdet.inference import SCALE_FACTORS, load_detector
+    from digitdet.read.detector import load_detector
+    from digitdet.tune import SCALE_FACTORS
     fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
     weights = tmp_path / "r" / "best.pt"
     assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-scale"]) == 2  # needs --tune-decoder
@@ -157,12 +158,12 @@ def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_dat
     assert (state["decoder"]["min_size"], state["decoder"]["max_size"]) == (best, round(best * 128 / 48))
     line = [ln for size, _, ln, _ in tuned["scales"] if size == best][0]
     assert state["decoder"]["line_thresh"] == line  # line reading is tuned and stored with the threshold
-    from digitdet.evaluation import BOX_PADS
+    from digitdet.tune import BOX_PADS
     assert [p for p, _, _ in tuned["box_styles"]] == list(BOX_PADS) * 2 and state["decoder"]["box_pad"] in BOX_PADS
     assert isinstance(state["decoder"]["box_same_height"], bool)
     # a min_size given as an override is the base the factors multiply, not the stored (tuned) one
     from digitdet.data.coco import load_coco_digits, split_paths
-    from digitdet.inference import tune_reading
+    from digitdet.tune import tune_reading
     images_dir, ann = split_paths(tiny_data, "valid")
     table = tune_reading(weights, images_dir, load_coco_digits(ann, images_dir)[0], torch.device("cpu"), (1.0, 1.5),
                          workers=0, overrides=["min_size=40", "max_size=100"])["table"]

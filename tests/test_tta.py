@@ -1,4 +1,4 @@
-"""digitdet.tta: test-time augmentation maps every view back to original pixels and fuses them."""
+"""digitdet.read.tta: test-time augmentation maps every view back to original pixels and fuses them."""
 import numpy as np
 import pytest
 import torch
@@ -7,9 +7,10 @@ from digitdet.config import Config
 from digitdet.data.coco import ImageFolderDataset
 from digitdet.data.loaders import inference_loader
 from digitdet.data.transforms import build_transforms
-from digitdet.engine import predict_batches
 from digitdet.models.faster_rcnn import build_model
-from digitdet.tta import View, _crop_offset, predict_batches_tta
+from digitdet.read.detect import predict_batches
+from digitdet.read.tta import tta_detector
+from digitdet.read.views import View, _crop_offset
 
 TINY = dict(fpn_channels=32, representation_size=64, min_size=48, max_size=128, box_score_thresh=0.0,
             rpn_post_nms_top_n_test=30, box_detections_per_img=20)
@@ -22,6 +23,10 @@ def model_and_loader(tiny_data):
     ds = ImageFolderDataset(tiny_data / "test", build_transforms("none", train=False))
     ds.items = ds.items[:3]  # two batches (of 2 and 1) are enough, and CPU time is shared
     return model, inference_loader(ds, None, batch_size=2, workers=0)
+
+
+def predict_batches_tta(model, loader, device, views, progress=False):
+    return predict_batches(model, loader, device, progress=progress, detect=tta_detector(model, device, views))
 
 
 def test_identity_view_equals_plain_prediction(model_and_loader):
@@ -58,7 +63,7 @@ def test_shift_is_given_in_model_pixels():
 
 
 def test_tta_scales_are_parsed_and_bad_ones_are_named():
-    from digitdet.tta import views_from_scales
+    from digitdet.read.tta import views_from_scales
 
     assert views_from_scales("0.875, 1") == (View(0.875), View(1.0))
     with pytest.raises(ValueError, match="'x' is not a number"):

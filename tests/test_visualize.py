@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitdet.visualize import (DIGIT_COLORS, dataset_grid, draw_boxes, image_grid, new_figure,
-                                save_figure_atomic, save_png_atomic)
+from digitdet.viz.draw import DIGIT_COLORS, dataset_grid, draw_boxes, image_grid, new_figure, save_figure_atomic, save_png_atomic
 
 
 def test_draw_boxes_upscales_tiny_images(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from digitdet.config import load_config
-from digitdet.zoom import reading_detector, zoom_detector, zoom_region
+from digitdet.read.zoom import reading_detector, zoom_detector, zoom_region
 
 
 def test_region_grows_the_digits_box_by_margin_digit_heights_and_clips_to_the_photo():
@@ -108,7 +108,7 @@ def test_a_photo_where_nothing_is_found_gets_a_second_look_and_the_more_confiden
 def test_the_second_look_reads_the_whole_photo_at_the_enlarged_scale_and_restores_it():
     from digitdet.config import Config
     from digitdet.models.faster_rcnn import build_model
-    from digitdet.zoom import enlarged_detector
+    from digitdet.read.zoom import enlarged_detector
 
     model = build_model(Config(fpn_channels=32, representation_size=64, min_size=48, max_size=128)).eval()
     seen = []
@@ -143,7 +143,7 @@ def test_the_second_look_is_skipped_for_a_detector_without_a_transform():
 
 
 def test_scan_scales_double_from_the_second_look_up_to_zoom_scan():
-    from digitdet.zoom import scan_factors
+    from digitdet.read.zoom import scan_factors
 
     assert scan_factors(2.0, 8.0) == [4.0, 8.0]
     assert scan_factors(2.0, 6.0) == [4.0]

@@ -9,17 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from digitdet.engine import TrainingDiverged
-
-from digitdet.cli import train as _train, evaluate as _evaluate, predict as _predict
-from digitdet.cli import convert as _convert
-from digitdet.cli import stats as _stats
 from digitdet.cli import browse as _browse
-from digitdet.cli import export as _export
+from digitdet.cli import convert as _convert
 from digitdet.cli import ensemble as _ensemble
-from digitdet.cli import synth as _synth
-from digitdet.cli import visualize as _visualize
+from digitdet.cli import evaluate as _evaluate
+from digitdet.cli import export as _export
+from digitdet.cli import predict as _predict
 from digitdet.cli import pretrain as _pretrain
+from digitdet.cli import stats as _stats
+from digitdet.cli import synth as _synth
+from digitdet.cli import train as _train
+from digitdet.cli import visualize as _visualize
+from digitdet.train.step import TrainingDiverged
 
 COMMANDS = {
     "train": _train,

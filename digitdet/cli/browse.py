@@ -7,7 +7,7 @@ A split without annotations (test) is shown without boxes.
 from __future__ import annotations
 
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.visualize import dataset_grid, save_png_atomic
+from digitdet.viz.draw import dataset_grid, save_png_atomic
 
 
 def add_parser(sub, name):

@@ -22,3 +22,11 @@ def setup(args) -> None:
         torch.set_num_threads(args.threads)
     elif os.cpu_count():
         torch.set_num_threads(os.cpu_count())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    return torch.device(name)

@@ -70,7 +70,7 @@ def _svhn(args) -> int:
 
 
 def _mnist(args) -> int:
-    from digitdet.data.synth_pen import HELD_OUT, bank_path, read_mnist_source, write_bank
+    from digitdet.synth.pen import HELD_OUT, bank_path, read_mnist_source, write_bank
 
     rep = write_bank(read_mnist_source(args.package, "bank"), args.out or bank_path(), held_out=0)
     print(f"wrote {rep['bank']}: {sum(rep['digits'].values())} pen digits "

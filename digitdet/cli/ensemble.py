@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from digitdet.ensemble import CONF_TYPES, METHODS, NUMBER_FUSIONS, ensemble_files
+from digitdet.read.ensemble import NUMBER_FUSIONS, ensemble_files
+from digitdet.read.fusion import CONF_TYPES, METHODS
 
 
 def add_parser(sub, name):

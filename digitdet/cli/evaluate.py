@@ -5,19 +5,21 @@ import json
 import logging
 from pathlib import Path
 
-from digitdet.cli.common import add_device, setup
+from digitdet.cli.common import add_device, resolve_device, setup
 from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.decode import group_by_image
-from digitdet.engine import predict_batches
-from digitdet.evaluation import score_detections
-from digitdet.inference import (SCALE_FACTORS, config_of_predictions, folder_loader, load_detector, resolve_device,
-                                tune_reading)
 from digitdet.io import load_checkpoint, read_pred_csv, read_pred_json, save_checkpoint
-from digitdet.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
-from digitdet.report import write_evaluation_pictures
-from digitdet.tta import requested_views, tta_detector
-from digitdet.zoom import reading_detector
+from digitdet.read.decode import group_by_image
+from digitdet.read.detect import predict_batches
+from digitdet.read.detector import load_detector
+from digitdet.read.pipeline import folder_loader
+from digitdet.read.submission import config_of_predictions
+from digitdet.read.tta import requested_views, tta_detector
+from digitdet.read.zoom import reading_detector
+from digitdet.score.evaluation import score_detections
+from digitdet.score.metrics import gt_numbers, number_errors, sequence_accuracy, summarize
+from digitdet.tune import SCALE_FACTORS, tune_reading
+from digitdet.viz.report import write_evaluation_pictures
 
 log = logging.getLogger("digitdet")
 

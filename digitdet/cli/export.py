@@ -6,8 +6,8 @@ import json
 import torch
 
 from digitdet.cli.common import setup
-from digitdet.inference import load_detector
-from digitdet.onnx_backend import DEFAULT_OPSET, export_onnx
+from digitdet.read.detector import load_detector
+from digitdet.read.onnx import DEFAULT_OPSET, export_onnx
 
 
 def add_parser(sub, name):

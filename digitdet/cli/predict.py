@@ -6,12 +6,13 @@ import json
 import torch
 
 from digitdet import distributed
-from digitdet.cli.common import add_device, setup
+from digitdet.cli.common import add_device, resolve_device, setup
 from digitdet.data.images import list_images, renamed_images
-from digitdet.inference import load_detector, predict_folder, resolve_device, write_submission
 from digitdet.io import read_pred_csv, write_image_ids_csv
-from digitdet.tta import predict_folder_tta, requested_views
-
+from digitdet.read.detector import load_detector
+from digitdet.read.pipeline import predict_folder
+from digitdet.read.submission import write_submission
+from digitdet.read.tta import requested_views, tta_detector
 
 SHOW_NUMBERS = 20  # folders of at most this many photos get their numbers in the printed summary
 
@@ -44,17 +45,15 @@ def run(args) -> int:
         if views:
             raise ValueError("--tta and --tta-scales need the torch backend (they rescale the model's input); "
                              "drop them or use a .pt")
-        from digitdet.onnx_backend import load_onnx_detector  # optional dependency: the onnx extra
+        from digitdet.read.onnx import load_onnx_detector  # optional dependency: the onnx extra
         model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
         device = torch.device("cpu")
     else:
         model, cfg, _ = load_detector(args.weights, device, args.overrides)
     workers = args.workers if args.workers is not None else cfg.workers
     progress = not args.quiet and distributed.is_main()
-    if views:
-        out = predict_folder_tta(model, cfg, args.images, device, args.batch_size, workers, progress, views)
-    else:
-        out = predict_folder(model, cfg, args.images, device, args.batch_size, workers, progress)
+    detect = tta_detector(model, device, views) if views else None
+    out = predict_folder(model, cfg, args.images, device, args.batch_size, workers, progress, detect=detect)
     out = distributed.gather_predictions(out)  # every rank's share; unchanged in a single process
     if not distributed.is_main():
         return 0  # rank 0 writes the one pred.json and pred.csv

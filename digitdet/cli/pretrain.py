@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-from digitdet.cli.common import setup
-from digitdet.inference import resolve_device
-from digitdet.pretrain import pretrain_backbone
+from digitdet.cli.common import resolve_device, setup
+from digitdet.train.pretrain import pretrain_backbone
 
 
 def add_parser(sub, name):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from digitdet.config import Config, load_config
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.stats import anchor_fit, box_stats, plot_stats, suggest_anchors
+from digitdet.viz.stats import anchor_fit, box_stats, plot_stats, suggest_anchors
 
 
 def add_parser(sub, name):

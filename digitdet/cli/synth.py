@@ -20,8 +20,8 @@ def add_parser(sub, name):
 
 
 def run(args):
-    from digitdet.data.synth_fonts import fonts_report
-    from digitdet.data.synthetic import render_dataset
+    from digitdet.synth.fonts import fonts_report
+    from digitdet.synth.render import render_dataset
 
     if not args.quiet:
         print(fonts_report())

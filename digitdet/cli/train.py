@@ -7,10 +7,9 @@ import logging
 import torch
 
 from digitdet import distributed
-from digitdet.cli.common import add_device, setup
+from digitdet.cli.common import add_device, resolve_device, setup
 from digitdet.config import load_config
-from digitdet.inference import resolve_device
-from digitdet.train import fit
+from digitdet.train.fit import fit
 
 log = logging.getLogger("digitdet")
 

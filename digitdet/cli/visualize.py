@@ -7,12 +7,12 @@ from pathlib import Path
 
 from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits
-from digitdet.decode import group_by_image
-from digitdet.diagnostics import worst_number_errors
-from digitdet.inference import decoder_of_predictions
 from digitdet.io import read_pred_json
-from digitdet.metrics import ERROR_KINDS
-from digitdet.report import write_prediction_pictures
+from digitdet.read.decode import group_by_image
+from digitdet.read.submission import decoder_of_predictions
+from digitdet.score.diagnostics import worst_number_errors
+from digitdet.score.metrics import ERROR_KINDS
+from digitdet.viz.report import write_prediction_pictures
 
 
 def add_parser(sub, name):

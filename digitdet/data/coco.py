@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from digitdet import labels as L
-from digitdet.boxes import xywh_to_xyxy, clip_xyxy
+from digitdet.boxes import clip_xyxy, xywh_to_xyxy
 from digitdet.data.images import exif_quarter_turned, image_size, list_images, load_rgb
 
 

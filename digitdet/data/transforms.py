@@ -13,7 +13,7 @@ Presets:
            zoom-out (small numbers in big photos), affine (small rotation, shear, scale, shift)
 
 Any preset can start with :class:`CropAroundDigits` (``build_transforms(..., crop_digits_p=p)``,
-config ``crop_digits_p``): the view of a photo that zoom-in reading (digitdet/zoom.py) gives the
+config ``crop_digits_p``): the view of a photo that zoom-in reading (digitdet/read/zoom.py) gives the
 model in its second pass.
 """
 from __future__ import annotations

@@ -6,7 +6,6 @@ whose ``out_channels`` is ``cfg.fpn_channels`` and whose feature maps are named 
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torchvision import models as tvm

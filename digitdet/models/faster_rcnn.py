@@ -11,15 +11,22 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn_v2
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import initLevelMapper
 
 from digitdet import labels as L
-from digitdet.models.backbones import (MOBILENETS, RESNETS, build_mobilenet_fpn, build_resnet_fpn, freeze_resnet,
-                                       load_backbone_file, num_feature_maps)
+from digitdet.models.backbones import (
+    MOBILENETS,
+    RESNETS,
+    build_mobilenet_fpn,
+    build_resnet_fpn,
+    freeze_resnet,
+    load_backbone_file,
+    num_feature_maps,
+)
 from digitdet.models.roi_align import TrainingRoIAlign
 from digitdet.models.roi_heads import DigitRoIHeads
 from digitdet.models.transform import DigitTransform

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-
 # Sensor noise is read from one fixed pool of Gaussian numbers at a random offset: drawing
 # fresh normals for every pixel was the renderer's single costliest step.
 _NOISE_POOL_SIZE = 1 << 21

@@ -88,7 +88,7 @@ class OnnxDetector:
 
     ``detector(images)`` takes a list of float tensors (3, H, W) in [0, 1] and returns one
     dict per image with ``boxes`` (N, 4) xyxy pixels of that image, ``labels`` (N,) 1..10 and
-    ``scores`` (N,), as torch tensors; so :func:`digitdet.engine.predict_batches` and
+    ``scores`` (N,), as torch tensors; so :func:`digitdet.read.detect.predict_batches` and
     everything downstream run unchanged. Images run one at a time (see module docstring).
     """
 
@@ -124,7 +124,7 @@ class OnnxDetector:
 def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = None):
     """(OnnxDetector, Config, decoder dict) from a file written by :func:`export_onnx`.
 
-    Mirrors :func:`digitdet.inference.load_detector`. ``overrides`` may only change
+    Mirrors :func:`digitdet.read.detector.load_detector`. ``overrides`` may only change
     ``POST_MODEL_KEYS``; anything else is baked into the graph and raises ValueError.
     """
     if not path:

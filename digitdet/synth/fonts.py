@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitdet.data.synth_pen import is_pen_key, pen_glyph_mask, pen_keys
-from digitdet.data.synth_strokes import is_stroke_key, stroke_glyph_mask, stroke_keys, tight_mask
+from digitdet.synth.pen import is_pen_key, pen_glyph_mask, pen_keys
+from digitdet.synth.strokes import is_stroke_key, stroke_glyph_mask, stroke_keys, tight_mask
 
 # (file name, style tag). Style tags only steer sampling weights and the fonts report.
 SYSTEM_FONTS = {

@@ -39,12 +39,12 @@ import numpy as np
 from PIL import Image
 
 from digitdet.boxes import xyxy_to_xywh
-from digitdet.data import synth_geometry as geo
-from digitdet.data.synth_camera import resize, shoot
-from digitdet.data.synth_fonts import available_fonts
-from digitdet.data.synth_scene import Glyph, draw_scene, layout_number, paste_max
-from digitdet.data.synth_style import Style, sample_style
 from digitdet.labels import coco_categories, digit_to_category
+from digitdet.synth import geometry as geo
+from digitdet.synth.camera import resize, shoot
+from digitdet.synth.fonts import available_fonts
+from digitdet.synth.scene import Glyph, draw_scene, layout_number, paste_max
+from digitdet.synth.style import Style, sample_style
 
 SPLITS = ("train", "valid", "test")
 COCO_FILE = {"train": "train.json", "valid": "valid.json", "test": "test_gt.json"}

@@ -1,8 +1,8 @@
 """Make the model bundled with the package from a trained checkpoint.
 
-    python bench/bundle_model.py runs/x/best.pt --data DATA --tune-scale   # tuned on DATA/valid
-    python bench/bundle_model.py runs/x/best.pt --data DATA --factors 1.25  # read at 1.25 x min_size
-    python bench/bundle_model.py ... --set box_refine=1   # a reading setting kept in the bundle's config
+    python tools/bundle_model.py runs/x/best.pt --data DATA --tune-scale   # tuned on DATA/valid
+    python tools/bundle_model.py runs/x/best.pt --data DATA --factors 1.25  # read at 1.25 x min_size
+    python tools/bundle_model.py ... --set box_refine=1   # a reading setting kept in the bundle's config
 
 Keeps only what prediction needs (weights stored as float16 to halve the file, config with
 pretrained=none, tuned decoder, the metrics it was selected on, and how it was made) and
@@ -19,8 +19,9 @@ import torch
 
 from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits, split_paths
-from digitdet.inference import BUNDLED_WEIGHTS, SCALE_FACTORS, tune_reading
 from digitdet.io import load_checkpoint, save_checkpoint
+from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS
+from digitdet.tune import SCALE_FACTORS, tune_reading
 
 
 def main(argv=None) -> None:

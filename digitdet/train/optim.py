@@ -58,21 +58,6 @@ def build_scheduler(optimizer, total_steps, steps_per_epoch: int, cfg):
         optimizer, lambda s: lr_factor(s, total_steps(), steps_per_epoch, cfg))
 
 
-def plan_total_steps(steps_done: int, seconds_per_step: float, elapsed_s: float, budget_s: float,
-                     max_steps: int, margin: float = 0.97) -> int:
-    """Optimizer steps a run can take in total so that its training ends within ``budget_s``.
-
-    ``steps_done`` steps took ``elapsed_s`` so far; the rest go at ``seconds_per_step``
-    (measured, evaluation time included). ``margin`` keeps a little of the budget for the
-    final validation and for speed that drifts. Never more than ``max_steps`` (the epochs
-    asked for), never fewer than ``steps_done + 1``.
-    """
-    if seconds_per_step <= 0:
-        return max_steps
-    fit_in = int((budget_s * margin - elapsed_s) / seconds_per_step)
-    return max(min(max_steps, steps_done + fit_in), min(steps_done + 1, max_steps))
-
-
 def ema_decay_at(n_averaged: int, decay: float) -> float:
     """EMA decay after ``n_averaged`` updates: ``min(decay, (1 + n) / (10 + n))``.
 

@@ -1,6 +1,6 @@
 """Synthetic vs real SVHN: box statistics table and a histogram figure.
 
-    python bench/synth_realism.py --n 2000 --figure docs/synth_vs_real.png
+    python tools/synth_realism.py --n 2000 --figure docs/synth_vs_real.png
 
 Renders ``--n`` samples in memory (seed ``--seed``), or reads a synthetic COCO file with
 ``--coco DATA/train.json``, and compares them with the real SVHN test boxes
@@ -13,11 +13,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from calibration import (  # tools/calibration.py, beside this script
+    MEASURES,
+    box_statistics,
+    comparison_table,
+    count_distribution,
+    load_coco_boxes,
+    load_svhn_boxes,
+)
 
-from digitdet.data.calibration import (MEASURES, box_statistics, comparison_table, count_distribution,
-                                       load_coco_boxes, load_svhn_boxes)
-from digitdet.data.synth_fonts import fonts_report
-from digitdet.data.synthetic import render_sample
+from digitdet.synth.fonts import fonts_report
+from digitdet.synth.render import render_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 # clip the long tails so the histograms stay readable

@@ -23,16 +23,22 @@ from PIL import Image
 
 from digitdet.boxes import xywh_to_xyxy
 from digitdet.data.images import list_images, load_rgb
-from digitdet.decode import starts_lines
-from digitdet.diagnostics import (CONFUSION_COLS, CONFUSION_ROWS, confusion_matrix, pr_curves, read_boxes,
-                                  worst_number_errors)
 from digitdet.distributed import unwrap
-from digitdet.engine import empty_detections, predict_batches
 from digitdet.io import load_checkpoint
 from digitdet.labels import category_to_digit
-from digitdet.plots import confusion_figure, pr_curves_figure, read_metrics_csv, training_curves_figure
-from digitdet.visualize import draw_boxes, image_grid, save_figure_atomic, save_png_atomic
-from digitdet.zoom import reading_detector
+from digitdet.read.decode import starts_lines
+from digitdet.read.detect import empty_detections, predict_batches
+from digitdet.read.zoom import reading_detector
+from digitdet.score.diagnostics import (
+    CONFUSION_COLS,
+    CONFUSION_ROWS,
+    confusion_matrix,
+    pr_curves,
+    read_boxes,
+    worst_number_errors,
+)
+from digitdet.viz.draw import draw_boxes, image_grid, save_figure_atomic, save_png_atomic
+from digitdet.viz.figures import confusion_figure, pr_curves_figure, read_metrics_csv, training_curves_figure
 
 GT_COLOR = (0, 200, 0)  # ground truth is drawn in one colour, predictions in one colour per digit
 
@@ -60,7 +66,7 @@ def prediction_panel(image: Image.Image, det, score_thresh: float = 0.5, decode_
     ``det``: (boxes xyxy px, labels 1..10, scores) of this image. With ``gt_boxes_xywh`` /
     ``gt_labels`` (COCO xywh px, category ids) the truth is drawn beside it in green with
     the true number. ``caption`` is put before the number read (e.g. the file name).
-    ``line_start_side``: as ``Config.decoder()``'s (:func:`digitdet.decode.starts_lines`).
+    ``line_start_side``: as ``Config.decoder()``'s (:func:`digitdet.read.decode.starts_lines`).
     """
     boxes, labels, scores = read_boxes(det, score_thresh, decode_iou, line_thresh,
                                        starts_lines(image.size, line_start_side))

@@ -1,9 +1,9 @@
 """matplotlib figures of a run: training curves, per-digit precision-recall, digit confusions.
 
-Every function returns a ``matplotlib.figure.Figure`` made by :func:`digitdet.visualize.new_figure`
+Every function returns a ``matplotlib.figure.Figure`` made by :func:`digitdet.viz.draw.new_figure`
 (the Agg canvas, no pyplot state, no display needed); write it with
-:func:`digitdet.visualize.save_figure_atomic`. Nothing here reads model outputs directly:
-the numbers come from ``metrics.csv`` (:func:`read_metrics_csv`) and :mod:`digitdet.diagnostics`.
+:func:`digitdet.viz.draw.save_figure_atomic`. Nothing here reads model outputs directly:
+the numbers come from ``metrics.csv`` (:func:`read_metrics_csv`) and :mod:`digitdet.score.diagnostics`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from digitdet.visualize import DIGIT_COLORS, new_figure
+from digitdet.viz.draw import DIGIT_COLORS, new_figure
 
 LOSS_COLUMNS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss")
 SCORE_COLUMNS = ("map", "ap50", "ap75")

@@ -3,7 +3,7 @@
 Inputs are the usual contracts: ``dets = {image_id: (boxes xyxy (N, 4) in pixels of the
 original image, labels (N,) category ids 1..10, scores (N,))}`` and ``gt``, a COCO digit dict
 (``bbox`` xywh in pixels of each image). Pure functions returning arrays and dicts; the
-pictures are drawn by :mod:`digitdet.plots` and written by :mod:`digitdet.report`.
+pictures are drawn by :mod:`digitdet.viz.figures` and written by :mod:`digitdet.viz.report`.
 """
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.decode import decode_number, no_start_ids, read_digits
-from digitdet.engine import empty_detections
-from digitdet.evaluation import detections_to_results, gt_sizes
 from digitdet.labels import NUM_DIGITS, category_to_digit
-from digitdet.metrics import _evaluable_gt, _quiet, classify_error, gt_numbers
+from digitdet.read.decode import decode_number, detections_to_results, gt_sizes, no_start_ids, read_digits
+from digitdet.read.detect import empty_detections
+from digitdet.score.metrics import _evaluable_gt, _quiet, classify_error, gt_numbers
 
 CONFUSION_ROWS = [str(d) for d in range(NUM_DIGITS)] + ["none"]  # true digit; "none": box on no digit
 CONFUSION_COLS = [str(d) for d in range(NUM_DIGITS)] + ["missed"]  # digit read; "missed": nothing read there

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.cluster.vq import kmeans2
 
 from digitdet.labels import category_to_digit
-from digitdet.visualize import new_figure, save_figure_atomic
+from digitdet.viz.draw import new_figure, save_figure_atomic
 
 PERCENTILES = (1, 10, 50, 90, 99)
 

@@ -4,7 +4,7 @@
 it, so all the distributions live here, next to the real statistics they are calibrated on.
 
 Calibration source: the 26,032 digit boxes of the 13,068 real SVHN test images
-(``shared/data/svhn_test_boxes.json``, measured by ``digitdet.data.calibration``). Quantile
+(``shared/data/svhn_test_boxes.json``, measured by ``tools/calibration.py``). Quantile
 tables below are (probability, value) pairs of those measurements; the 0 and 1 ends are our
 own guesses at the extremes. Sampling from them is inverse-CDF interpolation.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digitdet.data.synth_fonts import FontInfo, available_fonts
-from digitdet.data.synth_pen import N_PENS
-from digitdet.data.synth_strokes import N_HANDS
+from digitdet.synth.fonts import FontInfo, available_fonts
+from digitdet.synth.pen import N_PENS
+from digitdet.synth.strokes import N_HANDS
 
 # Digits per image, real: 1: 19.0%, 2: 63.9%, 3: 15.9%, 4: 1.12%, 5: 0.015%.
 DIGIT_COUNT_P = np.array([0.190, 0.639, 0.159, 0.0112, 0.0002])

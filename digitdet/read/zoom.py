@@ -29,7 +29,7 @@ photo's short side were read 35% of the time, against 95% at 30-45% (docs/result
    around those scoring the reading threshold, as in steps 2-4. Photos of SVHN's size never
    reach this step (bench/large_photos.py).
 
-Output contract is that of :func:`digitdet.engine.predict_batches`'s ``detect``: per image
+Output contract is that of :func:`digitdet.read.detect.predict_batches`'s ``detect``: per image
 ``(boxes xyxy (N, 4) in pixels of the original image, labels int64 (N,) 1..10, scores (N,))``.
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ import math
 import numpy as np
 
 from digitdet.distributed import unwrap
-from digitdet.engine import plain_detector
+from digitdet.read.detect import plain_detector
+from digitdet.read.views import View, predict_views
 
 
 def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3, below: float = 0.45,
@@ -130,10 +131,8 @@ def _best(scores) -> float:
 
 def enlarged_detector(model, device, factor: float):
     """``detect(images)`` that reads each photo with the model's input scale multiplied by
-    ``factor``: one test-time view of :func:`digitdet.tta.predict_views`, which swaps the
+    ``factor``: one test-time view of :func:`digitdet.read.views.predict_views`, which swaps the
     transform's sizes and restores them; boxes in pixels of the photo."""
-    from digitdet.tta import View, predict_views  # tta imports inference, which imports this module
-
     view = View(scale=factor)
 
     def detect(images: list) -> list[tuple]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
-from digitdet.data.coco import load_annotated, load_coco_digits, split_paths, sample_seed
+from digitdet.data.coco import load_annotated, load_coco_digits, sample_seed, split_paths
 from digitdet.io import save_checkpoint
 from digitdet.models.backbones import MOBILENETS, RESNETS, norm_layer
 
@@ -169,3 +170,28 @@ def crop_accuracy(model: nn.Module, crops: DigitCrops, batch_size: int = 256, wo
         hits += int((model(x.to(device)).argmax(1).cpu() == y).sum())
         n += len(y)
     return hits / max(n, 1)
+
+
+def pretrain_for_run(cfg, data_root, out_dir: Path, device: str = "cpu") -> str:
+    """Pre-train the backbone as a digit classifier (digitdet.train.pretrain) into out_dir/backbone.pt,
+    on ``device`` (the training device: a GPU run pre-trains on its GPU).
+
+    A finished backbone.pt (from a run killed later in its start) is reused, not redone.
+    """
+    path = out_dir / "backbone.pt"
+    if path.exists():
+        log.info("using the pre-trained backbone %s", path)
+        return str(path)
+    log.info("pre-training the %s backbone as a digit classifier (%d epochs)", cfg.backbone, cfg.pretrain_epochs)
+    # Under torchrun rank 0 pre-trains alone while this node's other ranks wait: on a CPU it takes
+    # their threads too (2 processes of 1 thread on 2 cores: both cores, not one).
+    threads, local_world = torch.get_num_threads(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(threads * local_world)
+    try:
+        result = pretrain_backbone(data_root, path, cfg.backbone, cfg.norm, epochs=cfg.pretrain_epochs,
+                                   workers=cfg.workers, seed=cfg.seed, max_images=cfg.pretrain_max_images,
+                                   progress=log.isEnabledFor(logging.INFO), device=device)
+    finally:
+        torch.set_num_threads(threads)
+    log.info("backbone pre-trained in %.0f s: %.3f crop accuracy on valid", result["seconds"], result["valid_accuracy"])
+    return str(path)

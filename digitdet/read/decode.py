@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitdet.boxes import area_xyxy, iou_xyxy, xyxy_to_xywh
+from digitdet.boxes import area_xyxy, iou_xyxy, pad_xyxy, same_height_xyxy, xyxy_to_xywh
 from digitdet.labels import category_to_digit
+from digitdet.read.detect import empty_detections
 
 NO_NUMBER = "-1"  # Task 2's label for an image where no digit is found
 
@@ -47,7 +48,7 @@ def _as_numpy(x, dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def _detections(boxes_xyxy, labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def as_detections(boxes_xyxy, labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate one image's detections; return (boxes (N,4) f64, labels (N,) i64, scores (N,) f64)."""
     boxes = _as_numpy(boxes_xyxy, np.float64)
     labels = _as_numpy(labels, np.float64)
@@ -141,7 +142,7 @@ def decode_number(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thr
     """
     boxes, labels, _ = read_digits(boxes_xyxy, labels, scores, score_thresh, iou_thresh, contain_thresh, line_thresh,
                                    line_start)
-    return _read_left_to_right(boxes, labels)
+    return read_left_to_right(boxes, labels)
 
 
 def read_digits(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thresh: float = 0.5,
@@ -149,7 +150,7 @@ def read_digits(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thres
                 line_start: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The boxes :func:`decode_number` reads, highest score first: (boxes xyxy, labels, scores).
     Arguments as there."""
-    boxes, labels, scores = _detections(boxes_xyxy, labels, scores)
+    boxes, labels, scores = as_detections(boxes_xyxy, labels, scores)
     # 1. Confident detections only: every extra digit makes the whole number wrong (with line
     # reading, weaker boxes are candidates too; suppression only ever lets a higher score
     # remove a lower one, so suppressing them all first changes nothing for the confident).
@@ -159,11 +160,11 @@ def read_digits(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thres
     # 2. One digit per piece of ink, whatever class each duplicate claims.
     keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
     boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
-    read = _reading_mask(boxes, scores, score_thresh, line_thresh, line_start)
+    read = reading_mask(boxes, scores, score_thresh, line_thresh, line_start)
     return boxes[read], labels[read], scores[read]
 
 
-def _reading_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, line_thresh: float,
+def reading_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, line_thresh: float,
                   line_start: bool = True) -> np.ndarray:
     """Which of one image's boxes (duplicates removed, highest score first) are read: those
     scoring >= ``score_thresh``, and with line reading the candidates :func:`_line_mask` adds."""
@@ -203,7 +204,7 @@ def _on_line(box: np.ndarray, line: np.ndarray) -> bool:
     return bool(np.any(ratio_ok & centre_ok & (gap <= LINE_GAP * hs)))
 
 
-def _read_left_to_right(boxes: np.ndarray, labels: np.ndarray) -> str:
+def read_left_to_right(boxes: np.ndarray, labels: np.ndarray) -> str:
     """Steps 3-4 of :func:`decode_number` on already filtered boxes; "-1" when empty."""
     if len(boxes) == 0:
         return NO_NUMBER
@@ -229,7 +230,7 @@ def detections_to_coco(image_id: int, boxes_xyxy, labels, scores, score_thresh: 
     """
     if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
         raise ValueError(f"image_id must be an int, got {image_id!r}")
-    boxes, labels, scores = _detections(boxes_xyxy, labels, scores)
+    boxes, labels, scores = as_detections(boxes_xyxy, labels, scores)
     order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= score_thresh][:max_dets]
     xywh = xyxy_to_xywh(boxes[order])
@@ -264,88 +265,43 @@ def group_by_image(results: list[dict]) -> dict[int, tuple[np.ndarray, np.ndarra
     return out
 
 
-def _best_threshold(curve: list[tuple[float, float]]) -> tuple[float, float]:
-    """Centre of the longest run of consecutive thresholds reaching the best accuracy.
+def detections_to_results(dets: dict, score_thresh: float, max_dets: int, box_pad: float = 0.0,
+                          same_height_from: float | None = None) -> list[dict]:
+    """{image_id: (boxes xyxy, labels, scores)} -> COCO result records (Task 1 / pred.json).
 
-    On a plateau any threshold scores the same on the tuning set, but one at the plateau's
-    edge sits next to a cliff; a small shift of the score distribution on new images
-    (another checkpoint, other photos) pushes it over. The centre has the most margin on
-    both sides, so it generalises best. Even-length runs take the lower middle: a slightly
-    lower threshold keeps recall.
-    """
-    best = max(acc for _, acc in curve)
-    runs, start = [], None
-    for i, (_, acc) in enumerate(curve + [(None, -1.0)]):
-        if acc == best and start is None:
-            start = i
-        elif acc != best and start is not None:
-            runs.append((start, i - 1))
-            start = None
-    lo, hi = max(runs, key=lambda r: r[1] - r[0])  # max() keeps the first (lowest) of equal runs
-    return curve[(lo + hi) // 2][0], best
+    Boxes are styled like real SVHN's annotations when asked: with ``same_height_from`` (a
+    score), an image's boxes take one height (:func:`digitdet.boxes.same_height_xyxy`); then each
+    grows by ``box_pad`` x its height a side (:func:`digitdet.boxes.pad_xyxy`)."""
+    out = []
+    for image_id in sorted(dets):
+        boxes, labels, scores = dets[image_id]
+        if same_height_from is not None:
+            boxes = same_height_xyxy(boxes, scores, same_height_from)
+        out.extend(detections_to_coco(image_id, pad_xyxy(boxes, box_pad), labels, scores,
+                                      score_thresh=score_thresh, max_dets=max_dets))
+    return out
 
 
-# line_thresh candidates of tune_decoder: 0 = plain reading, first so that it wins ties
-LINE_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+def pred_results(dets: dict, cfg, box_pad: float | None = None, same_height: bool | None = None) -> list[dict]:
+    """pred.json's records of ``dets`` with ``cfg``'s settings (score threshold, count, box
+    style; ``box_pad`` / ``same_height`` replace the config's)."""
+    same = cfg.pred_box_same_height if same_height is None else same_height
+    return detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image,
+                                 cfg.pred_box_pad if box_pad is None else box_pad,
+                                 cfg.decode_score_thresh if same else None)
 
 
-def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_thresh: float = 0.5,
-                 contain_thresh: float = 0.8, line_thresholds=LINE_THRESHOLDS, no_start=frozenset()) -> dict:
-    """Pick ``decode_number``'s score threshold and line-reading threshold that maximise
-    exact-match accuracy.
+def decode_all(dets: dict, image_ids, decoder: dict, sizes: dict | None = None) -> dict[int, str]:
+    """The number read in every image of ``image_ids`` ("-1" for images without detections);
+    ``decoder`` holds :func:`decode_number`'s settings as ``Config.decoder()`` gives them;
+    ``sizes`` (``{image_id: (width, height)}``) tells which photos are too large for line
+    reading's start rule (:func:`digitdet.read.decode.starts_lines`); without it every photo has it."""
+    kw = {"score_thresh": decoder["score_thresh"], "iou_thresh": decoder["iou_thresh"],
+          "line_thresh": decoder.get("line_thresh", 0.0)}
+    no_start = no_start_ids(sizes, decoder.get("line_start_side", 0))
+    return {i: decode_number(*dets.get(i, empty_detections()), **kw, line_start=i not in no_start) for i in image_ids}
 
-    Args:
-        dets: ``{image_id: (boxes_xyxy, labels, scores)}`` (e.g. from :func:`group_by_image`);
-            an image of ``gt_numbers`` missing here reads as ``"-1"``.
-        gt_numbers: ``{image_id: number string}`` truth, e.g. ``metrics.gt_numbers(gt)``.
-        thresholds: score_thresh candidates, ascending; default ``np.arange(0.05, 0.96, 0.05)``.
-        iou_thresh, contain_thresh: duplicate rule, as in :func:`decode_number`.
-        line_thresholds: line_thresh candidates (0 = off); ``(0,)`` tunes plain reading only.
-            Each is tried with every score threshold above it.
-        no_start: ids of images read without line reading's start rule (:func:`no_start_ids`).
 
-    Returns:
-        ``{"score_thresh", "line_thresh", "accuracy", "curve": [(score_thresh, accuracy), ...]
-        at the chosen line_thresh, "line_curve": [(line_thresh, best score_thresh, accuracy),
-        ...]}``. Per line_thresh, ties of score_thresh are broken by :func:`_best_threshold`
-        (centre of the widest best plateau); a line_thresh must beat the ones before it in
-        ``line_thresholds`` (plain reading first). Tune on a validation split, never on the
-        images you report accuracy for.
-    """
-    if not gt_numbers:
-        raise ValueError("tune_decoder needs at least one image in gt_numbers")
-    if thresholds is None:
-        thresholds = np.arange(0.05, 0.96, 0.05)
-    thresholds = sorted(round(float(t), 6) for t in thresholds)  # round: arange gives 0.15000000000000002
-    if not thresholds:
-        raise ValueError("tune_decoder needs at least one threshold")
-    # Greedy suppression visits boxes by falling score and a box is only ever suppressed by
-    # higher-scoring ones, so raising the threshold just cuts the tail: the survivors at
-    # threshold t are the survivors of one run over all boxes that score >= t. One
-    # suppression per image instead of one per threshold; same answers as decode_number.
-    empty = (np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
-    survivors = {}
-    for image_id in gt_numbers:
-        boxes, labels, scores = _detections(*dets.get(image_id, empty))
-        keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
-        survivors[image_id] = (boxes[keep], labels[keep], scores[keep])
-
-    def read(b, l, s, t, line, start):
-        mask = _reading_mask(b, s, t, line, start)
-        return _read_left_to_right(b[mask], l[mask])
-
-    best, line_curve = None, []
-    for line in line_thresholds:
-        line = round(float(line), 6)
-        ts = [t for t in thresholds if line <= 0 or t > line]
-        if not ts:
-            continue
-        curve = [(t, sum(read(b, l, s, t, line, i not in no_start) == gt_numbers[i]
-                         for i, (b, l, s) in survivors.items()) / len(gt_numbers)) for t in ts]
-        score_thresh, accuracy = _best_threshold(curve)
-        line_curve.append((line, score_thresh, accuracy))
-        if best is None or accuracy > best["accuracy"]:
-            best = {"score_thresh": score_thresh, "line_thresh": line, "accuracy": accuracy, "curve": curve}
-    if best is None:
-        raise ValueError(f"no score threshold {thresholds} lies above a line threshold {list(line_thresholds)}")
-    return {**best, "line_curve": line_curve}
+def gt_sizes(gt: dict) -> dict[int, tuple[int, int]]:
+    """``{image_id: (width, height)}`` of a COCO dict's images (those that state both)."""
+    return {int(im["id"]): (im["width"], im["height"]) for im in gt["images"] if im.get("width") and im.get("height")}

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from digitdet.data.synth_background import render_surface, smooth_noise
-from digitdet.data.synth_fonts import digit_height, font, glyph_mask, size_for_height
-from digitdet.data.synth_style import PALETTE, Style
+from digitdet.synth.background import render_surface, smooth_noise
+from digitdet.synth.fonts import digit_height, font, glyph_mask, size_for_height
+from digitdet.synth.style import PALETTE, Style
 
 # Glyphs are drawn about this many times larger than in the output, then shrunk (anti-aliasing).
 SUPERSAMPLE = 1.0

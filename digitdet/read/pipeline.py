@@ -1,0 +1,64 @@
+"""Prediction: a detector from a checkpoint, run over a folder, written as a submission.
+
+``pred.json`` (Task 1) keeps every detection down to ``cfg.pred_score_thresh`` (mAP rewards
+recall); ``pred.csv`` (Task 2) reads numbers with the decoder settings stored with the weights
+(tuned by ``evaluate --tune-decoder``), one row per image of the folder, sorted by id.
+The decoder settings may also carry the input scale to read at (``evaluate --tune-scale``).
+"""
+from __future__ import annotations
+
+import logging
+
+from digitdet.config import Config
+from digitdet.data.coco import ImageFolderDataset
+from digitdet.data.images import image_size
+from digitdet.data.loaders import inference_loader
+from digitdet.data.transforms import build_transforms
+from digitdet.distributed import shard_batches
+from digitdet.read.decode import NO_NUMBER
+from digitdet.read.detect import predict_batches
+from digitdet.read.zoom import reading_detector
+
+log = logging.getLogger("digitdet")
+
+
+def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
+    """(ImageFolderDataset, loader batching images of similar shape, at most
+    ``loaders.MAX_BATCH_PIXELS`` pixels a batch: a folder of phone photos reads one at a time,
+    ``{image_id: (width, height)}`` of its readable images, upright, from the file headers).
+
+    Under torchrun (an initialised process group) the loader holds only this rank's share of
+    the batches (distributed.shard_batches) while the dataset lists every image; merge the
+    ranks' predictions with distributed.gather_predictions. Single process: every batch.
+    """
+    ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
+    sizes = {}
+    for image_id, p in ds.items:
+        try:
+            sizes[image_id] = image_size(p)
+        except ValueError:
+            pass  # unreadable: reported by name when its batch runs
+    shapes = [sizes.get(image_id, (1, 1)) for image_id, _ in ds.items]
+    loader = inference_loader(ds, [w / h for w, h in shapes], batch_size, workers, [w * h for w, h in shapes])
+    return ds, shard_batches(loader), sizes
+
+
+def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,
+                   progress: bool = True, detect=None) -> dict:
+    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s",
+    "sizes"}`` (sizes as :func:`folder_loader` gives them, for :func:`write_submission`).
+
+    ``detect`` replaces the plain model call (see :func:`digitdet.read.detect.predict_batches`); either
+    is wrapped in zoom-in reading when ``cfg.zoom_read`` is on (:mod:`digitdet.read.zoom`).
+
+    Under torchrun, detections and errors are this rank's share only (see :func:`folder_loader`).
+    """
+    ds, loader, sizes = folder_loader(images_dir, cfg, batch_size, workers)
+    out = predict_batches(model, loader, device, progress=progress, detect=reading_detector(model, cfg, device, detect))
+    for image_id, msg in sorted(out["errors"].items()):
+        log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
+    out["image_ids"] = [i for i, _ in ds.items]
+    out["sizes"] = sizes
+    return out
+
+

@@ -1,0 +1,46 @@
+"""The course's submission files: ``pred.json`` (Task 1), ``pred.csv`` (Task 2) and the config they were read with.
+
+``pred.json`` keeps every detection down to ``cfg.pred_score_thresh`` (mAP rewards recall);
+``pred.csv`` reads numbers with the decoder settings stored with the weights (``digitdet tune``),
+one row per image of the folder, sorted by id.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from digitdet.config import Config
+from digitdet.io import read_json, write_json, write_pred_csv, write_pred_json
+from digitdet.read.decode import decode_all, pred_results
+
+PRED_CONFIG = "pred_config.json"
+
+
+def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Config,
+                     sizes: dict | None = None) -> tuple[Path, Path]:
+    """Write ``out_dir/pred.json``, ``out_dir/pred.csv`` and ``out_dir/pred_config.json`` (the
+    resolved config, incl. the decoder settings pred.csv was read with); returns the first two.
+    ``sizes`` (``{image_id: (width, height)}``) marks the photos too large for line reading's
+    start rule (:func:`digitdet.read.decode.decode_all`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    numbers = decode_all(detections, image_ids, cfg.decoder(), sizes)
+    write_pred_json(out_dir / "pred.json", pred_results(detections, cfg))
+    write_pred_csv(out_dir / "pred.csv", numbers)
+    write_json(out_dir / PRED_CONFIG, cfg.to_dict())
+    return out_dir / "pred.json", out_dir / "pred.csv"
+
+
+def config_of_predictions(pred_json) -> Config | None:
+    """The config ``write_submission`` wrote beside ``pred_json`` (its pred_config.json), or
+    None when there is none (e.g. a pred.json from another tool)."""
+    path = Path(pred_json).with_name(PRED_CONFIG)
+    if not path.exists():
+        return None
+    return Config.from_dict(read_json(path, "prediction config"), source=str(path))
+
+
+def decoder_of_predictions(pred_json) -> dict | None:
+    """``Config.decoder()`` settings that ``write_submission`` read the numbers beside
+    ``pred_json`` with (from its pred_config.json), or None when there is none."""
+    cfg = config_of_predictions(pred_json)
+    return None if cfg is None else cfg.decoder()

@@ -1,0 +1,1 @@
+"""Truth against predictions: COCO mAP, number accuracy, error kinds, diagnostics."""

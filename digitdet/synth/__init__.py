@@ -1,0 +1,1 @@
+"""The house-number renderer: synthetic photos with exact digit boxes (``digitdet synth``)."""

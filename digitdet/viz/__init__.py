@@ -1,0 +1,1 @@
+"""Every picture: boxes drawn on photos, run figures, dataset statistics."""
