@@ -47,7 +47,7 @@ demo: $(STAMP) fonts pen
 	$(BIN)/digitdet synth --out $(DEMO)/data --train 2000 --valid 300 --test 300 --seed 0 --workers 2
 	rm -rf $(DEMO)/run  # a fresh run each time (train refuses to overwrite a run without --resume)
 	$(BIN)/digitdet train --data $(DEMO)/data --out $(DEMO)/run --config cpu_fast
-	$(BIN)/digitdet evaluate --weights $(DEMO)/run/best.pt --data $(DEMO)/data --split valid --tune-decoder --tune-scale
+	$(BIN)/digitdet tune --weights $(DEMO)/run/best.pt --data $(DEMO)/data --split valid --scale
 	$(BIN)/digitdet predict --weights $(DEMO)/run/best.pt --images $(DEMO)/data/test --out $(DEMO)/pred
 	$(BIN)/digitdet evaluate --pred $(DEMO)/pred/pred.json --csv $(DEMO)/pred/pred.csv --data $(DEMO)/data --split test
 	# The same test images read by the model bundled with the package (trained ~870 CPU minutes, see README).

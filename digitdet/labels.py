@@ -18,6 +18,7 @@ CATEGORY_IDS = tuple(range(1, NUM_DIGITS + 1))
 # The model learns it so that a D is not read as a 0, and drops it from what it returns, so
 # no detection, COCO file or decoded number ever carries it.
 LETTER = NUM_DIGITS + 1
+NO_NUMBER = "-1"  # Task 2's label (pred.csv) for a photo where no digit is found
 
 
 def num_classes(letter_class: bool = False) -> int:

@@ -24,7 +24,7 @@ from digitdet.read.decode import (
     reading_mask,
     suppress_duplicates,
 )
-from digitdet.read.detect import predict_batches
+from digitdet.read.detect import empty_detections, predict_batches
 from digitdet.read.detector import at_scale, load_detector
 from digitdet.read.pipeline import folder_loader
 from digitdet.read.zoom import reading_detector
@@ -158,10 +158,9 @@ def tune_decoder(dets: dict, gt_numbers: dict[int, str], thresholds=None, iou_th
     # higher-scoring ones, so raising the threshold just cuts the tail: the survivors at
     # threshold t are the survivors of one run over all boxes that score >= t. One
     # suppression per image instead of one per threshold; same answers as decode_number.
-    empty = (np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
     survivors = {}
     for image_id in gt_numbers:
-        boxes, labels, scores = as_detections(*dets.get(image_id, empty))
+        boxes, labels, scores = as_detections(*dets.get(image_id, empty_detections()))
         keep = suppress_duplicates(boxes, scores, iou_thresh, contain_thresh)
         survivors[image_id] = (boxes[keep], labels[keep], scores[keep])
 

@@ -125,8 +125,8 @@ def test_end_to_end_smoke(tiny_data, tmp_path, capsys):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and rows[0]["map"] != ""
     capsys.readouterr()
-    assert main(["evaluate", "--weights", str(run / "best.pt"), "--data", str(tiny_data), "--split", "valid",
-                 "--tune-decoder", "--quiet", "--workers", "0"]) == 0
+    assert main(["tune", "--weights", str(run / "best.pt"), "--data", str(tiny_data), "--split", "valid",
+                 "--quiet", "--workers", "0"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"map", "ap50", "ap75", "aps", "apm", "apl", "accuracy", "errors"} <= set(metrics)
     assert "tuned_on" in load_checkpoint(run / "best.pt")["decoder"]
@@ -144,9 +144,12 @@ def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_dat
     from digitdet.tune import SCALE_FACTORS
     fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
     weights = tmp_path / "r" / "best.pt"
-    assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-scale"]) == 2  # needs --tune-decoder
+    before = weights.read_bytes()
+    assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-scale"]) == 2  # moved to tune
+    assert "digitdet tune" in capsys.readouterr().err and weights.read_bytes() == before  # evaluate never writes
+    assert main(["tune", "--data", str(tiny_data)]) == 2  # the bundled model is not rewritten without --out
     capsys.readouterr()
-    assert main(["evaluate", "--weights", str(weights), "--data", str(tiny_data), "--tune-decoder", "--tune-scale",
+    assert main(["tune", "--weights", str(weights), "--data", str(tiny_data), "--scale",
                  "--quiet", "--workers", "0"]) == 0
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tuned_decoder"]
     sizes = [size for size, _, _, _ in tuned["scales"]]

@@ -19,12 +19,14 @@ from digitdet.cli import pretrain as _pretrain
 from digitdet.cli import stats as _stats
 from digitdet.cli import synth as _synth
 from digitdet.cli import train as _train
+from digitdet.cli import tune as _tune
 from digitdet.cli import visualize as _visualize
 from digitdet.train.step import TrainingDiverged
 
 COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
+    "tune": _tune,
     "predict": _predict,
     "convert": _convert,
     "stats": _stats,

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from digitdet.data.coco import load_coco_digits, split_paths
+
 
 def add_device(p) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: cuda when available)")
@@ -30,3 +32,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
     return torch.device(name)
+
+
+def load_split_gt(data, split: str):
+    """(images folder, COCO dict) of an annotated split of dataset ``data``, its load report logged."""
+    images_dir, ann = split_paths(data, split)
+    if ann is None:
+        raise FileNotFoundError(f"no annotations for split {split!r} in {data} (expected {split}.json)")
+    gt, report = load_coco_digits(ann, images_dir)
+    logging.getLogger("digitdet").info(report.summary(str(ann)))
+    return images_dir, gt
+
+
+def add_overrides(p, example: str = "decode_score_thresh=0.6") -> None:
+    """The ``key=value`` config overrides every model-running subcommand takes."""
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config settings, e.g. {example}")

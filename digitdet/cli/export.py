@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from digitdet.cli.common import setup
+from digitdet.cli.common import add_overrides, setup
 from digitdet.read.detector import load_detector
 from digitdet.read.onnx import DEFAULT_OPSET, export_onnx
 
@@ -16,8 +16,7 @@ def add_parser(sub, name):
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (only onnx for now)")
     p.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 11 (default {DEFAULT_OPSET})")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="settings to bake into the graph, e.g. box_score_thresh=0.05 rpn_post_nms_top_n_test=30")
+    add_overrides(p, "box_score_thresh=0.05 rpn_post_nms_top_n_test=30")
     return p
 
 

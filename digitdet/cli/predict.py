@@ -6,9 +6,10 @@ import json
 import torch
 
 from digitdet import distributed
-from digitdet.cli.common import add_device, resolve_device, setup
-from digitdet.data.images import list_images, renamed_images
-from digitdet.io import read_pred_csv, write_image_ids_csv
+from digitdet.cli.common import add_device, add_overrides, resolve_device, setup
+from digitdet.data.images import renamed_images
+from digitdet.read.decode import decode_all
+from digitdet.io import write_image_ids_csv
 from digitdet.read.detector import load_detector
 from digitdet.read.pipeline import predict_folder
 from digitdet.read.submission import write_submission
@@ -32,8 +33,7 @@ def add_parser(sub, name):
     p.add_argument("--tta-scales", metavar="S[,S...]",
                    help="test-time augmentation at these factors of the input scale only, e.g. 0.875,1 (implies --tta)")
     add_device(p)
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="inference settings, e.g. pred_score_thresh=0.05 decode_score_thresh=0.6")
+    add_overrides(p, "pred_score_thresh=0.05 decode_score_thresh=0.6")
     return p
 
 
@@ -57,18 +57,18 @@ def run(args) -> int:
     out = distributed.gather_predictions(out)  # every rank's share; unchanged in a single process
     if not distributed.is_main():
         return 0  # rank 0 writes the one pred.json and pred.csv
-    json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"])
+    numbers = decode_all(out["detections"], out["image_ids"], cfg.decoder(), out["sizes"])
+    json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"], numbers)
     summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
                "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
                "pred_csv": str(csv_path)}
-    names, ids_csv = renamed_images(args.images), csv_path.with_name("image_ids.csv")
+    names, ids_csv = renamed_images(list(out["files"].items())), csv_path.with_name("image_ids.csv")
     if names:  # photos not named <image_id>.png: say which row is which photo
         write_image_ids_csv(ids_csv, names)
         summary["image_ids_csv"] = str(ids_csv)
     else:
         ids_csv.unlink(missing_ok=True)  # an earlier run's, for other photos
     if len(out["image_ids"]) <= SHOW_NUMBERS:  # a few photos: the numbers read, by file name, right here
-        files = {i: p.name for i, p in list_images(args.images)}
-        summary["read"] = {files[i]: number for i, number in sorted(read_pred_csv(csv_path).items())}
+        summary["read"] = {out["files"][i].name: number for i, number in sorted(numbers.items())}
     print(json.dumps(summary))
     return 0

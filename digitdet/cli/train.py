@@ -7,7 +7,7 @@ import logging
 import torch
 
 from digitdet import distributed
-from digitdet.cli.common import add_device, resolve_device, setup
+from digitdet.cli.common import add_device, add_overrides, resolve_device, setup
 from digitdet.config import load_config
 from digitdet.train.fit import fit
 
@@ -24,7 +24,7 @@ def add_parser(sub, name):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     add_device(p)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.01 backbone=resnet34_fpn")
+    add_overrides(p, "lr=0.01 backbone=resnet34_fpn")
     return p
 
 

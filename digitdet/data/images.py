@@ -169,11 +169,10 @@ def folder_sizes(folder: str | Path) -> dict[int, tuple[int, int]]:
     return {image_id: image_size(path) for image_id, path in list_images(folder)}
 
 
-def renamed_images(folder: str | Path) -> dict[int, str]:
-    """``{image_id: file name}`` for a folder whose names are not all ``<image_id>.<ext>``
-    (see :func:`list_images`), so a pred.csv of such a folder can be traced back to its
-    photos; ``{}`` when every name is its id."""
-    items = list_images(folder)
+def renamed_images(items: list[tuple[int, Path]]) -> dict[int, str]:
+    """``{image_id: file name}`` for a folder's images (``items`` as :func:`list_images` gives them)
+    when their names are not all ``<image_id>.<ext>``, so a pred.csv of such a folder can be
+    traced back to its photos; ``{}`` when every name is its id."""
     if all(p.stem == str(i) for i, p in items):
         return {}
     return {i: p.name for i, p in items}

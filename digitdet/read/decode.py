@@ -26,10 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from digitdet.boxes import area_xyxy, iou_xyxy, pad_xyxy, same_height_xyxy, xyxy_to_xywh
-from digitdet.labels import category_to_digit
+from digitdet.labels import NO_NUMBER, category_to_digit
 from digitdet.read.detect import empty_detections
-
-NO_NUMBER = "-1"  # Task 2's label for an image where no digit is found
 
 # Line reading: a box joins the digits read when, against one of them, its height is within
 # LINE_HEIGHT_RATIO of that digit's, its vertical centre within LINE_CENTRE_OFFSET of that

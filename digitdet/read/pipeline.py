@@ -15,7 +15,7 @@ from digitdet.data.images import image_size
 from digitdet.data.loaders import inference_loader
 from digitdet.data.transforms import build_transforms
 from digitdet.distributed import shard_batches
-from digitdet.read.decode import NO_NUMBER
+from digitdet.labels import NO_NUMBER
 from digitdet.read.detect import predict_batches
 from digitdet.read.zoom import reading_detector
 
@@ -45,8 +45,9 @@ def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
 
 def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32, workers: int = 2,
                    progress: bool = True, detect=None) -> dict:
-    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "images_per_s",
-    "sizes"}`` (sizes as :func:`folder_loader` gives them, for :func:`write_submission`).
+    """Detections for every image of a folder: ``{"detections", "errors", "image_ids", "files"
+    ({image_id: path}, the folder listed once), "images_per_s", "sizes"}`` (sizes as
+    :func:`folder_loader` gives them, for :func:`digitdet.read.submission.write_submission`).
 
     ``detect`` replaces the plain model call (see :func:`digitdet.read.detect.predict_batches`); either
     is wrapped in zoom-in reading when ``cfg.zoom_read`` is on (:mod:`digitdet.read.zoom`).
@@ -58,6 +59,7 @@ def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32,
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
     out["image_ids"] = [i for i, _ in ds.items]
+    out["files"] = dict(ds.items)
     out["sizes"] = sizes
     return out
 

@@ -16,14 +16,16 @@ PRED_CONFIG = "pred_config.json"
 
 
 def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Config,
-                     sizes: dict | None = None) -> tuple[Path, Path]:
+                     sizes: dict | None = None, numbers: dict | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/pred.json``, ``out_dir/pred.csv`` and ``out_dir/pred_config.json`` (the
     resolved config, incl. the decoder settings pred.csv was read with); returns the first two.
     ``sizes`` (``{image_id: (width, height)}``) marks the photos too large for line reading's
-    start rule (:func:`digitdet.read.decode.decode_all`)."""
+    start rule (:func:`digitdet.read.decode.decode_all`); ``numbers`` (``{image_id: number}``), when
+    given, are the numbers already read so."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    numbers = decode_all(detections, image_ids, cfg.decoder(), sizes)
+    if numbers is None:
+        numbers = decode_all(detections, image_ids, cfg.decoder(), sizes)
     write_pred_json(out_dir / "pred.json", pred_results(detections, cfg))
     write_pred_csv(out_dir / "pred.csv", numbers)
     write_json(out_dir / PRED_CONFIG, cfg.to_dict())

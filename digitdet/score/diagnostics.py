@@ -16,7 +16,7 @@ from digitdet.boxes import iou_xyxy, xywh_to_xyxy
 from digitdet.labels import NUM_DIGITS, category_to_digit
 from digitdet.read.decode import decode_number, detections_to_results, gt_sizes, no_start_ids, read_digits
 from digitdet.read.detect import empty_detections
-from digitdet.score.metrics import _evaluable_gt, _quiet, classify_error, gt_numbers
+from digitdet.score.metrics import classify_error, evaluable_gt, gt_numbers, quiet
 
 CONFUSION_ROWS = [str(d) for d in range(NUM_DIGITS)] + ["none"]  # true digit; "none": box on no digit
 CONFUSION_COLS = [str(d) for d in range(NUM_DIGITS)] + ["missed"]  # digit read; "missed": nothing read there
@@ -30,10 +30,10 @@ def pr_curves(dets: dict, gt: dict, iou: float = 0.5) -> dict[str, tuple[np.ndar
     Returns ``{"0": (recall (101,), precision (101,)), ...}``; precision is NaN where COCO
     leaves it undefined (recall never reached, or no GT box of that digit).
     """
-    coco_gt = COCO(_evaluable_gt(gt), print_function=_quiet)
+    coco_gt = COCO(evaluable_gt(gt), print_function=quiet)
     image_ids = {im["id"] for im in coco_gt.dataset["images"]}
     records = [r for r in detections_to_results(dets, 0.0, 100) if r["image_id"] in image_ids]
-    ev = COCOeval_faster(coco_gt, coco_gt.loadRes(records), iouType="bbox", print_function=_quiet)
+    ev = COCOeval_faster(coco_gt, coco_gt.loadRes(records), iouType="bbox", print_function=quiet)
     ev.params.imgIds = sorted(image_ids)
     ev.evaluate()
     ev.accumulate()

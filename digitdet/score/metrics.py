@@ -16,15 +16,14 @@ from collections import Counter
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
-from digitdet.labels import CATEGORY_IDS, category_to_digit, coco_categories
+from digitdet.labels import CATEGORY_IDS, NO_NUMBER, category_to_digit, coco_categories
 
-NO_NUMBER = "-1"
 SUMMARY_KEYS = ("map", "ap50", "ap75", "aps", "apm", "apl")  # order of COCOeval.stats[:6]
 ERROR_KINDS = ("correct", "nothing_found", "missed_digit", "extra_digit", "wrong_digit", "wrong_order",
                "other")
 
 
-def _quiet(*args, **kwargs) -> None:
+def quiet(*args, **kwargs) -> None:
     """print_function for faster-coco-eval: a library does not print."""
 
 
@@ -42,7 +41,7 @@ def _annotations_by_image(gt: dict) -> dict[int, list[dict]]:
     return by_image
 
 
-def _evaluable_gt(gt: dict) -> dict:
+def evaluable_gt(gt: dict) -> dict:
     """A fresh copy of ``gt`` that both COCO tools accept (they mutate what they are given).
 
     Fills ``area`` = w * h and ``iscrowd`` = 0 when missing: COCO's small/medium/large split
@@ -78,7 +77,7 @@ def coco_map(gt: dict, results: list[dict]) -> dict:
     box of that size range or that digit) is -1.0. Empty ``results`` give 0.0 for every
     defined value.
     """
-    coco_gt_dict = _evaluable_gt(gt)
+    coco_gt_dict = evaluable_gt(gt)
     image_ids = {img["id"] for img in coco_gt_dict["images"]}
     if not image_ids:
         raise ValueError("gt has no images to evaluate")
@@ -87,9 +86,9 @@ def coco_map(gt: dict, results: list[dict]) -> dict:
                 "score": float(r["score"]), "category_id": int(r["category_id"])}
                for r in results if int(r["image_id"]) in image_ids]
 
-    coco_gt = COCO(coco_gt_dict, print_function=_quiet)
+    coco_gt = COCO(coco_gt_dict, print_function=quiet)
     coco_dt = coco_gt.loadRes(records)
-    ev = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=_quiet)
+    ev = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=quiet)
     ev.params.imgIds = sorted(image_ids)
     ev.evaluate()
     ev.accumulate()
