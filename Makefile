@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := runs/demo
 
-.PHONY: demo test bench lint install clean fonts pen
+.PHONY: demo test test-fast bench lint install clean fonts pen
 
 $(STAMP): pyproject.toml
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); if [ "$$free" -lt 8 ]; then \
@@ -50,7 +50,7 @@ demo: $(STAMP) fonts pen
 	$(BIN)/digitdet tune --weights $(DEMO)/run/best.pt --data $(DEMO)/data --split valid --scale
 	$(BIN)/digitdet predict --weights $(DEMO)/run/best.pt --images $(DEMO)/data/test --out $(DEMO)/pred
 	$(BIN)/digitdet evaluate --pred $(DEMO)/pred/pred.json --csv $(DEMO)/pred/pred.csv --data $(DEMO)/data --split test
-	# The same test images read by the model bundled with the package (trained ~870 CPU minutes, see README).
+	# The same test images read by the model bundled with the package.
 	$(BIN)/digitdet predict --images $(DEMO)/data/test --out $(DEMO)/pred_bundled --quiet
 	$(BIN)/digitdet evaluate --pred $(DEMO)/pred_bundled/pred.json --csv $(DEMO)/pred_bundled/pred.csv --data $(DEMO)/data --split test
 	@echo "demo done: predictions in $(DEMO)/pred/ (4-minute model) and $(DEMO)/pred_bundled/ (bundled model)"
@@ -58,13 +58,17 @@ demo: $(STAMP) fonts pen
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# The quick loop while working: everything but the tests marked slow (training runs, torchrun).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/speed.py
 
 lint: $(STAMP)
 	$(BIN)/pip install -q ruff==0.17.5
-	$(BIN)/ruff check digitdet tests bench
+	$(BIN)/ruff check digitdet tests bench tools
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,2 +1,2 @@
 """digitdet: find every digit in a photo (class + box) and read the whole number."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

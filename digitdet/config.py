@@ -1,9 +1,10 @@
-"""Typed, flat configuration: one dataclass, YAML files, ``key=value`` overrides.
+"""Typed, flat configuration: one dataclass, YAML recipes, ``key=value`` overrides.
 
-The resolved config is printed at the start of every run and stored in every
-checkpoint and results file (``Config.to_dict()``), so any number can be traced to
-the settings that made it. Each field's comment says what it does and why the
-default suits house-number digits.
+The dataclass defaults ARE the default recipe (``configs/default.yaml`` changes nothing); other
+recipes list only what they change. The resolved config is printed at the start of every run
+and stored in every checkpoint and results file (``Config.to_dict()``), so any number can be
+traced to the settings that made it. Each field's comment says what it does; what the defaults
+measured is in docs/results.md.
 """
 from __future__ import annotations
 
@@ -25,199 +26,148 @@ class Config:
     # ---- model --------------------------------------------------------------------
     # resnet18_fpn | resnet34_fpn | resnet50_fpn | resnet50_fpn_v2 | resnet101_fpn | mobilenet_v3_fpn
     backbone: str = "resnet18_fpn"
-    # none (random init, the default here: no downloads) | torchvision (ImageNet/COCO weights,
-    # needs internet) | bundled (the detector shipped with the package, trained on the renderer's
-    # pictures: fine-tune it on real data) | path/to/weights.pth (a backbone's or a whole detector's)
+    # none (random init: no downloads) | torchvision (ImageNet/COCO weights, needs internet) |
+    # bundled (the detector shipped with the package: fine-tune it) | path/to/weights.pth
+    # (a backbone's or a whole detector's)
     pretrained: str = "none"
-    # Normalisation layers of the backbone: "bn" (trainable BatchNorm, right from scratch),
-    # "gn" (GroupNorm, batch-size independent), "frozen_bn" (torchvision's choice with weights).
-    norm: str = "bn"
     # From-scratch runs first pre-train the backbone as a digit classifier on crops of the
-    # training boxes for this many epochs (digitdet/train/pretrain.py; minutes on a CPU, and it
-    # multiplies early mAP several times); 0 = off. Only when pretrained == "none".
-    pretrain_epochs: int = 0
-    pretrain_max_images: int = 0  # crops from the first N training images only (0 = all)
-    # Backbone stages that train (0-5: layer4..layer1, conv1); only with pretrained weights,
-    # which include the backbone pre-trained by pretrain_epochs (the recipes train all: freezing
-    # conv1 + layer1 after pre-training ended the 60-minute benchmark worse, docs/results.md).
+    # training boxes for this many epochs (train/pretrain.py); 0 = off. Only with pretrained=none.
+    pretrain_epochs: int = 2
+    pretrain_max_images: int = 6000  # crops from the first N training images only (0 = all)
+    # Backbone stages that train (0-5: layer4..layer1, conv1); only with pretrained weights.
     trainable_layers: int = 5
-    # Which ResNet stages (1-4) feed the FPN; stage k has stride 2**(k+1). torchvision's RoI
-    # pooler takes every box under 112 px from the finest map, so its stride decides how many
-    # cells a digit spans: stages 1-2 (strides 4, 8) read far better than 2-3 in the recipes
-    # (docs/results.md "One pass, one change"); stages after the last one listed are not run.
-    returned_layers: list = field(default_factory=lambda: [2, 3, 4])
-    fpn_channels: int = 128  # FPN width; 256 in torchvision, 128 halves head cost
-    fpn_extra_pool: bool = False  # add torchvision's max-pooled extra level (needs one more anchor level)
-    # Input scale: torchvision resizes so the short side is min_size (max_size caps the long side).
-    # SVHN photos are 20-300 px; 800 (torchvision's default) blows them up 10x for nothing.
-    min_size: int = 96
-    max_size: int = 320
+    # Which ResNet stages (1-4) feed the FPN; stage k has stride 2**(k+1). The RoI pooler takes
+    # every digit-sized box from the finest map, so its stride decides how many cells a digit spans.
+    returned_layers: list = field(default_factory=lambda: [1, 2])
+    fpn_channels: int = 128  # FPN width (torchvision: 256)
+    # Input scale: the short side is resized to min_size, the long side capped at max_size.
+    # SVHN photos are 20-300 px; torchvision's 800 blows them up 10x for nothing.
+    min_size: int = 64
+    max_size: int = 224
     # Multi-scale training: each training batch is resized to one of these factors x
     # (min_size, max_size), drawn at random ([] = min_size only). Inference keeps min_size.
     train_scales: list = field(default_factory=list)
-    # One tuple of anchor sizes (px, at model input scale) per FPN level, smallest level first;
-    # a "pool" level is added by torchvision for the last entry when len(anchor_sizes) > levels.
-    anchor_sizes: list = field(default_factory=lambda: [[16, 24], [32, 48], [64, 96]])
-    # Anchor aspect ratios in torchvision's convention: ratio = HEIGHT / WIDTH.
-    # Digits are 1-4x taller than wide (real SVHN h/w median 1.8), so ratios >= 1.
+    # One list of anchor sizes (px at model input scale) per FPN level, smallest level first.
+    anchor_sizes: list = field(default_factory=lambda: [[12, 16, 24], [32, 48, 64]])
+    # Anchor aspect ratios in torchvision's convention: ratio = HEIGHT / WIDTH (digits are taller than wide).
     aspect_ratios: list = field(default_factory=lambda: [1.0, 2.0, 3.0])
-    rpn_pre_nms_top_n_train: int = 500
-    rpn_post_nms_top_n_train: int = 200
+    rpn_pre_nms_top_n_train: int = 300
+    rpn_post_nms_top_n_train: int = 100
     rpn_pre_nms_top_n_test: int = 300
-    rpn_post_nms_top_n_test: int = 50  # an image has 1-5 digits: 50 proposals is plenty
-    rpn_nms_thresh: float = 0.7
-    rpn_fg_iou_thresh: float = 0.7
-    rpn_bg_iou_thresh: float = 0.3
+    rpn_post_nms_top_n_test: int = 50  # an image has 1-5 digits
     rpn_batch_size_per_image: int = 128
     box_batch_size_per_image: int = 64  # sampled RoIs per image in training (torchvision: 512)
-    box_positive_fraction: float = 0.25
+    box_positive_fraction: float = 0.5  # half of them digits
     # A sampled RoI is a digit when its IoU with one is >= box_fg_iou_thresh, background when
     # < box_bg_iou_thresh (torchvision: 0.5 / 0.5; in between: not sampled).
     box_fg_iou_thresh: float = 0.5
     box_bg_iou_thresh: float = 0.5
     box_score_thresh: float = 0.01  # keep low scores: COCO mAP rewards recall
-    box_nms_thresh: float = 0.5  # per-class NMS inside the model
     box_detections_per_img: int = 30
     # Inference only: each detection's box is pooled again and regressed once more from itself,
-    # this many times (0 = torchvision's single regression from the proposal; docs/results.md "Box refinement").
-    box_refine: int = 0
+    # this many times (0 = torchvision's single regression from the proposal).
+    box_refine: int = 1
     representation_size: int = 256  # width of the two-layer box head (torchvision: 1024)
-    # RoIAlign samples per 7x7 bin side (torchvision: 2). A digit RoI covers only a few cells of a
-    # stride-8 map, so 1 loses little, and it halves RoIAlign's backward: the single biggest op of a
-    # CPU training step at digit scale (torch.profiler; docs/results.md "Speed").
-    roi_sampling_ratio: int = 2
+    roi_sampling_ratio: int = 1  # RoIAlign samples per 7x7 bin side (torchvision: 2)
     # Learn letters beside the number ("25D": the image entry's "letter_boxes", which the
-    # synthetic renderer writes) as a class of their own, which the model drops from its
-    # output: without it a D is read as a 0. Needs data with letter boxes to help.
-    letter_class: bool = False
-    # Feature maps and conv weights in channels-last (NHWC) memory: on a CPU the training RoI
-    # pooling reads the maps as rows of channels without a copy, and oneDNN's convolutions skip
-    # their layout reorders (1.00-1.23x training images/s in probes, 1.12-1.26x reading; the
-    # 60-minute benchmark took as many steps as before: docs/results.md "Speed"). Numerics are unchanged
-    # up to float rounding; checkpoints load into either layout.
+    # renderer writes) as a class of their own, which the model drops from its output: without
+    # it a D is read as a 0. Needs data with letter boxes to help.
+    letter_class: bool = True
+    # Feature maps and conv weights in channels-last (NHWC) memory, faster on a CPU; numerics
+    # are unchanged up to float rounding and checkpoints load into either layout.
     channels_last: bool = True
-    # The padded batch's sides are rounded up to a multiple of this (torchvision's 32 suits
-    # backbones down to stride 32, and stays the fallback, so checkpoints without the key read
-    # as they were trained). The default recipe's deepest map has stride 8, and 8 there cut
-    # padding (aspect-sorted batches at 64 px: 78% photo at 32, 87% at 8): 1.06-1.08x training
-    # images/s on one thread (docs/results.md "Speed"); the bundle read equally either way.
-    size_divisible: int = 32
-    box_loss: str = "smooth_l1"  # smooth_l1 | giou (the seeds' ablation)
-    smooth_l1_beta: float = 1.0 / 9  # torchvision's value
-    # ---- data / augmentation -------------------------------------------------------------
-    augment: str = "digits"  # none | light | digits (see data/transforms.py); never flips
+    # The padded batch's sides are rounded up to a multiple of this: 8, the deepest stride of
+    # returned_layers [1, 2] (torchvision: 32, which suits backbones down to stride 32).
+    size_divisible: int = 8
+    box_loss: str = "smooth_l1"  # smooth_l1 | giou
+    # ---- data ----------------------------------------------------------------------------
     # Probability of first cropping a training photo around its digits (0.4-1.2 digit heights
     # per side), the view zoom-in reading gives the model (data/transforms.CropAroundDigits).
-    crop_digits_p: float = 0.0
+    crop_digits_p: float = 0.5
     workers: int = 2  # DataLoader worker processes
-    # Training batches cut from pools of group_batches x batch_size samples sorted by aspect ratio,
-    # so a batch pads its images little (1 = random batches, as torchvision's plain loader; the
-    # seeds' setup). Random batches of digit photos were 56% padding, pools of 8 batches 22%:
-    # 1.1-1.7x training images/s on a CPU, 1.8x the steps in the 60-minute benchmark (docs/results.md "Speed").
+    # Training batches cut from pools of group_batches x batch_size samples sorted by aspect
+    # ratio, so a batch pads its images little (1 = random batches, torchvision's plain loader).
     group_batches: int = 8
     # ---- optimisation --------------------------------------------------------------------
-    epochs: int = 12
-    batch_size: int = 16
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    scheduler: str = "cosine"  # cosine | step | onecycle (all after a linear warm-up)
-    warmup_iters: int = 200
-    warmup_factor: float = 0.001
-    lr_steps: list = field(default_factory=lambda: [8, 11])  # epochs, for scheduler=step
-    lr_gamma: float = 0.1
+    epochs: int = 4
+    batch_size: int = 8
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9); lr: linear warm-up, then cosine to 0
+    lr: float = 0.001
+    weight_decay: float = 0.05
+    warmup_iters: int = 100
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N)
     clip_grad: float = 10.0  # max gradient norm; 0 disables
     # Weight of each loss term in the sum that is minimised, e.g. {loss_classifier: 2.0}; terms not
     # named weigh 1. Terms: LOSS_NAMES (box head: classifier, box_reg; RPN: objectness, rpn_box_reg).
     loss_weights: dict = field(default_factory=dict)
     # Exponential moving average of the weights (0 = off): validation, best.pt and predictions use
-    # the average, whose decay ramps up as min(ema_decay, (1 + n) / (10 + n)) after n steps. Off by
-    # default: with a cosine schedule that ends at lr 0 it gained nothing here (valid mAP 0.408 vs
-    # 0.407, one 15-minute pass); it helps runs stopped early (time_budget_min) or step schedules.
+    # the average, whose decay ramps up as min(ema_decay, (1 + n) / (10 + n)) after n steps. Helps
+    # runs stopped early; with a cosine schedule that ends at lr 0 it gains little.
     ema_decay: float = 0.0
     # ---- distributed (torchrun) ----------------------------------------------------------
     # Effective batch = batch_size x world_size x grad_accum (batch_size is per process).
-    # lr_scale: none (the default: lr is used as written, so config.yaml shows the lr that ran;
-    # scale it yourself, as torchvision's references and detectron2 do) | linear (lr x
-    # world_size, Goyal et al. 2017: keeps lr per image when processes are added).
+    # lr_scale: none (lr is used as written, so config.yaml shows the lr that ran) | linear
+    # (lr x world_size, Goyal et al. 2017: keeps lr per image when processes are added).
     lr_scale: str = "none"
-    sync_bn: bool = False  # SyncBatchNorm across GPUs (norm=bn, few images per GPU); CUDA only
+    sync_bn: bool = False  # SyncBatchNorm across GPUs (few images per GPU); CUDA only
     amp: bool = True  # mixed precision; used on CUDA only, CPU always trains in fp32
     seed: int = 0
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower)
     # ---- evaluation / checkpoints ----------------------------------------------------------
-    save_every_steps: int = 200  # also write last.pt every N optimizer steps (a kill loses < N steps)
+    save_every_steps: int = 200  # also write last.pt every N batches (a kill loses < N)
     eval_every: int = 1  # epochs between validation runs; 0 = only at the end
     best_metric: str = "map"  # map | accuracy: what best.pt tracks
-    early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     max_train_images: int = 0  # use only the first N training images (0 = all): quick runs
     max_valid_images: int = 0
-    # Train for at most this many minutes (0 = no limit). The lr schedule is planned to end in the
-    # budget: after 20 optimizer steps, and again after each epoch, the measured time per step sets
-    # how many steps the schedule has (at most `epochs` worth), so a 60-minute run anneals to lr 0
-    # at ~58 minutes instead of being cut mid-schedule. The plan depends on the machine's speed, so
-    # two budgeted runs may differ; for bit-reproducible runs set epochs and leave this at 0.
+    # Train for at most this many minutes (0 = no limit); the lr schedule is planned to end in
+    # the budget (train/budget.py). The plan depends on the machine's speed, so two budgeted runs
+    # may differ; for bit-reproducible runs set epochs and leave this at 0.
     time_budget_min: float = 0.0
     # ---- prediction / decoding -------------------------------------------------------------
     pred_score_thresh: float = 0.05  # detections kept in pred.json (low: mAP rewards recall)
-    pred_max_per_image: int = 30
     # pred.json's boxes grow by this fraction of their height on every side (pred.csv is read
-    # from the unpadded ones). The renderer's boxes are tight around the ink, real SVHN's are
-    # about 0.06-0.08 of the height loose a side, and a tight box scores IoU ~0.7 against such a
-    # box, below most of mAP's thresholds. `evaluate --tune-decoder` chooses it on the split it
-    # tunes on and stores it with the weights (0 on the renderer's pictures).
+    # from the unpadded ones): the renderer's boxes are tight around the ink, real SVHN's are
+    # looser. `digitdet tune` chooses it on the split it tunes on and stores it with the weights.
     pred_box_pad: float = 0.0
-    # pred.json's boxes of one photo take one height, the median of the digits read (real SVHN's
-    # annotators drew them so in all but 4 of its 10,585 test photos with 2+ digits); tuned with
-    # the pad (off on the renderer's pictures).
+    # pred.json's boxes of one photo take one height, the median of the digits read, as real
+    # SVHN's annotators drew them; tuned with the pad.
     pred_box_same_height: bool = False
-    decode_score_thresh: float = 0.5  # digits kept when reading the number (tunable)
+    decode_score_thresh: float = 0.5  # digits kept when reading the number (tuned)
     decode_iou_thresh: float = 0.5  # class-agnostic duplicate suppression when reading
-    # Line reading (digitdet/read/decode.py): boxes scoring >= this also join the digits read when
-    # they sit beside one on its line; 0 = off. Tuned with decode_score_thresh (--tune-decoder).
+    # Line reading (read/decode.py): boxes scoring >= this also join the digits read when they
+    # sit beside one on its line; 0 = off. Tuned with decode_score_thresh.
     decode_line_thresh: float = 0.0
     # ... and when no digit reaches decode_score_thresh, line reading starts the line from the
     # best box over decode_line_thresh (every SVHN crop holds a number) only in photos whose
     # short side is under this many input scales (min_size); a larger photo, a phone's picture
-    # of a house front, need not hold one: there the rule read a number into 36% of photos
-    # without one (bench/large_photos.py). 0 = in every photo.
+    # of a house front, need not hold one. 0 = in every photo.
     decode_line_start_below: float = 4.0
-    # Zoom-in reading (digitdet/read/zoom.py): photos whose digits are small (median height under
-    # zoom_below x the short side; pass 1's digits scoring >= zoom_score) are read again on a crop
-    # reaching zoom_margin digit heights beyond them. +2.9 to +5.0 points of test accuracy for the
-    # bundled model on five synthetic sets at ~1.5x the reading time (docs/results.md, "Zoom-in reading").
+    # Zoom-in reading (read/zoom.py): photos whose digits are small are read again on a crop
+    # around them.
     zoom_read: bool = True
-    zoom_score: float = 0.3
-    zoom_below: float = 0.45
-    zoom_margin: float = 0.75
-    # Second look (torch backend): photos where pass 1 finds no digit scoring >= zoom_score are
-    # read again whole at this many times the input scale, and the more confident look is kept;
-    # 0 = off. +0.0 to +0.6 points of accuracy and +0.1 to +0.5 of mAP for the bundle on seven
-    # synthetic sets (docs/results.md "Zoom-in reading"). An exported ONNX graph's input scale is frozen,
-    # so that backend skips it.
+    # Second look (torch backend): photos where the first finds no digit are read again whole
+    # at this many times the input scale, the more confident look kept; 0 = off.
     zoom_empty_scale: float = 2.0
     # Scan (torch backend): a photo whose short side holds 4+ input scales and where no digit
     # reaches decode_score_thresh is read whole at twice zoom_empty_scale, then twice that, up
-    # to this many times the input scale (while its short side holds that many input scales; so
-    # never on SVHN-sized photos), the more confident look kept and read again on a crop around
-    # its digits: the number in a phone's photo of a house front, a few percent of its height
-    # (bench/large_photos.py). 0 = off.
+    # to this many times the input scale: the number in a phone's photo of a house front. 0 = off.
     zoom_scan: float = 8.0
-    # ... and a scan's look counts only when its best digit scores this much: on photos without a
-    # number the best of a 4-8x look stayed under ~0.95, with one it was over 0.98 nine times in ten.
-    zoom_scan_score: float = 0.98
-    eval_batch_size: int = 32
 
     # ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "Config":
-        """Build from a dict; unknown keys are an error naming ``source``."""
+    def from_dict(cls, d: dict, source: str = "config", saved: bool = False) -> "Config":
+        """Build from a dict; unknown keys are an error naming ``source``.
+
+        ``saved``: ``d`` is a config a run wrote (a checkpoint's, pred_config.json), maybe by an
+        older digitdet: keys it lacks take the values that were in force then
+        (:data:`SAVED_BEFORE_DEFAULTS`), and settings that have since become constants are
+        accepted when they hold the constant's value, or only ever mattered to training."""
         known = {f.name for f in dataclasses.fields(cls)}
+        d = _without_retired(d, source, saved)
+        if saved:
+            d = {**{k: v for k, v in SAVED_BEFORE_DEFAULTS.items() if k not in d}, **d}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
@@ -254,6 +204,41 @@ class Config:
 
     def dumps(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Settings that are constants now (next to the code that uses them), with their value: a config
+# may still name one at that value. Those of TRAINING_ONLY shaped how a saved model was trained,
+# not how it reads, so a saved config may hold any value of them.
+RETIRED = {"norm": "bn", "fpn_extra_pool": False, "rpn_nms_thresh": 0.7, "rpn_fg_iou_thresh": 0.7,
+           "rpn_bg_iou_thresh": 0.3, "box_nms_thresh": 0.5, "smooth_l1_beta": 1.0 / 9, "augment": "digits",
+           "momentum": 0.9, "scheduler": "cosine", "warmup_factor": 0.001, "lr_steps": [8, 11], "lr_gamma": 0.1,
+           "deterministic": False, "early_stop_patience": 0, "pred_max_per_image": 30, "eval_batch_size": 32,
+           "zoom_score": 0.3, "zoom_below": 0.45, "zoom_margin": 0.75, "zoom_scan_score": 0.98}
+TRAINING_ONLY = {"rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "smooth_l1_beta", "augment", "momentum", "scheduler",
+                 "warmup_factor", "lr_steps", "lr_gamma", "deterministic", "early_stop_patience", "eval_batch_size"}
+# What a key missing from a saved config meant: the defaults of the versions that wrote configs
+# without it (before the defaults became the default recipe). Configs saved since hold every key.
+SAVED_BEFORE_DEFAULTS = {
+    "pretrain_epochs": 0, "pretrain_max_images": 0, "returned_layers": [2, 3, 4], "min_size": 96, "max_size": 320,
+    "anchor_sizes": [[16, 24], [32, 48], [64, 96]], "rpn_pre_nms_top_n_train": 500, "rpn_post_nms_top_n_train": 200,
+    "box_positive_fraction": 0.25, "box_refine": 0, "roi_sampling_ratio": 2, "size_divisible": 32,
+    "crop_digits_p": 0.0, "letter_class": False, "epochs": 12, "batch_size": 16, "optimizer": "sgd", "lr": 0.02,
+    "weight_decay": 1e-4, "warmup_iters": 200,
+    "group_batches": 1,  # a run saved before group_batches existed made random batches, and resumes so
+}
+
+
+def _without_retired(d: dict, source: str, saved: bool) -> dict:
+    """``d`` less the RETIRED keys; ValueError for one whose value this version cannot honour."""
+    for key in sorted(set(d) & set(RETIRED)):
+        value, fixed = d[key], RETIRED[key]
+        same = value == fixed or (isinstance(fixed, float) and isinstance(value, (int, float))
+                                  and abs(value - fixed) < 1e-9)
+        if not same and not (saved and key in TRAINING_ONLY):
+            raise ValueError(f"{source}: {key}={value!r} is no longer a setting: digitdet always uses {fixed!r} "
+                             f"(the saved model needs a digitdet version before 0.2 to read as it was trained)"
+                             if saved else f"{source}: {key} is no longer a setting (always {fixed!r}); remove it")
+    return {k: v for k, v in d.items() if k not in RETIRED}
 
 
 # checkpoint "decoder" key -> Config field

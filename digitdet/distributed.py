@@ -194,7 +194,7 @@ def wrap_model(model: torch.nn.Module, device: torch.device, sync_bn: bool = Fal
     if sync_bn:
         if device.type != "cuda":
             raise ValueError("sync_bn=true needs CUDA GPUs (torch's SyncBatchNorm does not run on CPU); "
-                             "use sync_bn=false, or norm=gn for batch-size independent normalisation")
+                             "use sync_bn=false")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

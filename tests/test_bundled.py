@@ -71,6 +71,7 @@ def test_bundled_model_reads_numbers_drawn_by_other_means(pillow_numbers, tmp_pa
     assert sum(read[i] == number for i, number in truth.items()) >= 18, (truth, read)
 
 
+@pytest.mark.slow
 def test_large_photo_without_a_number_reads_minus_one(tmp_path):
     """A 1024x768 photo of a cat or of coffee holds no house number: SVHN's crops always do, so
     line reading starts a number from its best weak box there, but not in photos this large

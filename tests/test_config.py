@@ -59,3 +59,26 @@ def test_decoder_settings_round_trip_and_older_files_keep_line_reading_off():
     assert (old.decode_score_thresh, old.decode_line_thresh, old.min_size) == (0.7, 0.0, Config().min_size)
     assert (old.pred_box_pad, old.pred_box_same_height) == (0.0, False)  # files from before: boxes as found
     assert Config().apply_decoder(None) == Config()
+
+
+def test_dataclass_defaults_are_the_default_recipe_and_recipes_list_only_changes():
+    import yaml
+
+    from digitdet.config import CONFIG_DIR
+    assert load_config("default") == Config()
+    for name in ("cpu_fast", "seed_r50v2"):
+        listed = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+        unchanged = sorted(k for k, v in listed.items() if getattr(Config(), k) == v)
+        assert unchanged == [], f"{name}.yaml repeats defaults: {unchanged}"
+
+
+def test_configs_saved_by_older_versions_load_as_they_were_trained():
+    """A checkpoint's config from before the cleanup: keys since made constants, keys it lacks."""
+    old = {"norm": "bn", "scheduler": "step", "momentum": 0.95, "box_nms_thresh": 0.5, "zoom_score": 0.3, "lr": 0.02}
+    cfg = Config.from_dict(old, source="old.pt", saved=True)  # training-only settings are history
+    assert (cfg.lr, cfg.size_divisible, cfg.min_size, cfg.returned_layers) == (0.02, 32, 96, [2, 3, 4])
+    with pytest.raises(ValueError, match=r"old.pt: box_nms_thresh=0.3 is no longer a setting"):
+        Config.from_dict({"box_nms_thresh": 0.3}, source="old.pt", saved=True)  # it changes how it reads
+    with pytest.raises(ValueError, match="scheduler is no longer a setting"):
+        load_config("default", ["scheduler=step"])  # a user asking for it is told, not ignored
+    assert load_config("default", ["norm=bn"]) == Config()  # the constant's own value is harmless

@@ -25,6 +25,8 @@ from digitdet.read.detector import load_detector
 from digitdet.score.evaluation import evaluate
 from digitdet.train.fit import fit, load_split
 
+pytestmark = pytest.mark.slow  # two torchrun-like processes: ~15 s
+
 WORLD = 2
 DDP_CFG = [*TINY, "batch_size=2", "epochs=1", "save_every_steps=0"]  # 12 images: 3 steps per rank
 
@@ -80,7 +82,7 @@ def _worker(rank: int, port: int, data: str, tmp: str) -> None:
     # 5. A checkpoint loads into a DDP-wrapped model, with or without DDP's "module." prefix.
     ckpt = load_checkpoint(f"{tmp}/ddp/last.pt")
     state = ckpt["model"]
-    ddp = distributed.wrap_model(build_model(Config.from_dict(ckpt["config"])), device)
+    ddp = distributed.wrap_model(build_model(Config.from_dict(ckpt["config"], saved=True)), device)
     for sd in (state, {f"module.{k}": v for k, v in state.items()}):
         distributed.load_model_state(ddp, sd)
         assert all(torch.equal(v, ddp.state_dict()[f"module.{k}"]) for k, v in state.items())

@@ -44,7 +44,7 @@ def test_every_backbone_builds_and_predicts_in_image_pixels(backbone):
 
 def test_anchor_levels_must_match_feature_maps():
     with pytest.raises(ValueError, match="anchor_sizes has 2 levels"):
-        build_model(Config(**TINY, anchor_sizes=[[16], [32]]))
+        build_model(Config(**TINY, returned_layers=[1, 2, 3], anchor_sizes=[[16], [32]]))
 
 
 def test_roi_iou_thresholds_reach_the_sampler():
@@ -73,12 +73,13 @@ def test_local_pretrained_file(tmp_path):
 
 def test_roi_pool_strides_do_not_depend_on_the_first_batch():
     torch.manual_seed(0)
-    model = build_model(Config(**TINY, box_score_thresh=0.0)).eval()
+    three_levels = dict(returned_layers=[2, 3, 4], anchor_sizes=[[16, 24], [32, 48], [64, 96]])
+    model = build_model(Config(**TINY, **three_levels, box_score_thresh=0.0)).eval()
     probe = torch.rand(3, 40, 90)
     with torch.inference_mode():
         model([torch.rand(3, 30, 250)])  # short, wide first batch: torchvision would infer wrong strides
         after_wide = model([probe])[0]["scores"]
-        fresh = build_model(Config(**TINY, box_score_thresh=0.0))
+        fresh = build_model(Config(**TINY, **three_levels, box_score_thresh=0.0))
         fresh.load_state_dict(model.state_dict())
         first = fresh.eval()([probe])[0]["scores"]
     assert model.roi_heads.box_roi_pool.scales == [1 / 8, 1 / 16, 1 / 32]
@@ -280,7 +281,7 @@ def test_box_refine_regresses_each_returned_box_again_by_its_own_class():
 
 
 def test_digits_only_weights_grow_into_a_letter_class_model_and_back(tmp_path):
-    src = build_model(Config(**TINY))
+    src = build_model(Config(**TINY, letter_class=False))
     path = tmp_path / "w.pth"
     torch.save(src.state_dict(), path)
     dst = build_model(Config(**TINY, letter_class=True, pretrained=str(path)))
@@ -291,5 +292,5 @@ def test_digits_only_weights_grow_into_a_letter_class_model_and_back(tmp_path):
     assert torch.equal(b.bbox_pred.bias[:4 * n], a.bbox_pred.bias)
     assert not torch.equal(b.cls_score.weight[n], torch.zeros_like(b.cls_score.weight[n]))
     torch.save(dst.state_dict(), path)  # and back: a letter model initialises a digits-only one
-    back = build_model(Config(**TINY, pretrained=str(path))).roi_heads.box_predictor
+    back = build_model(Config(**TINY, letter_class=False, pretrained=str(path))).roi_heads.box_predictor
     assert torch.equal(back.cls_score.weight, a.cls_score.weight) and torch.equal(back.bbox_pred.bias, a.bbox_pred.bias)

@@ -21,6 +21,7 @@ def test_crops_are_square_labelled_and_reproducible(tiny_data):
     assert crops[len(crops) - 1][1] == 0  # background windows come last
 
 
+@pytest.mark.slow
 def test_pretrained_classifier_initialises_the_detector(tiny_data, tmp_path):
     out = tmp_path / "bb.pt"
     result = pretrain_backbone(tiny_data, out, epochs=1, batch_size=16, workers=0, progress=False)
@@ -28,11 +29,11 @@ def test_pretrained_classifier_initialises_the_detector(tiny_data, tmp_path):
     state = load_checkpoint(out)["model"]
     model = build_model(Config(pretrained=str(out), returned_layers=[2, 3], anchor_sizes=[[16], [32]]))
     assert torch.equal(model.backbone.body.layer2[0].conv1.weight, state["layer2.0.conv1.weight"])
-    assert set(build_classifier("mobilenet_v3_fpn", "bn").state_dict())  # mobilenet classifier builds too
+    assert set(build_classifier("mobilenet_v3_fpn").state_dict())  # mobilenet classifier builds too
 
 
 def test_classifier_of_the_first_stages_only_initialises_the_detector(tiny_data, tmp_path):
-    short = build_classifier("resnet18_fpn", "bn", stages=2)
+    short = build_classifier("resnet18_fpn", stages=2)
     assert not any(k.startswith(("layer3.", "layer4.")) for k in short.state_dict())
     assert short(torch.zeros(2, 3, 64, 64)).shape == (2, 11)  # classifies from stage 2's 128 channels
     out = tmp_path / "bb2.pt"
@@ -41,11 +42,12 @@ def test_classifier_of_the_first_stages_only_initialises_the_detector(tiny_data,
     model = build_model(Config(pretrained=str(out)))  # the default detector: stages 1-2
     assert torch.equal(model.backbone.body.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
     with pytest.raises(ValueError, match="stages=5"):
-        build_classifier("resnet18_fpn", "bn", stages=5)
+        build_classifier("resnet18_fpn", stages=5)
     with pytest.raises(ValueError, match="only ResNet"):
-        build_classifier("mobilenet_v3_fpn", "bn", stages=2)
+        build_classifier("mobilenet_v3_fpn", stages=2)
 
 
+@pytest.mark.slow
 def test_fit_pretrains_once_and_records_the_file(tiny_data, tmp_path):
     cfg = Config().override(["fpn_channels=32", "representation_size=64", "min_size=48", "max_size=128",
                              "workers=0", "batch_size=4", "epochs=1", "eval_every=0", "max_train_images=8",

@@ -145,6 +145,7 @@ def test_calibration_reads_both_formats(tmp_path, dataset):
 
 
 @pytest.mark.skipif(not REAL_BOXES.is_file(), reason="real SVHN boxes (../shared/data) not present")
+@pytest.mark.slow
 def test_statistics_are_close_to_real_svhn():
     real = box_statistics(load_svhn_boxes(REAL_BOXES))
     # one generator per image, as in render_dataset: the boxes then depend only on each image's

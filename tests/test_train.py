@@ -12,13 +12,14 @@ from digitdet.train.fit import fit
 
 TINY = ["fpn_channels=32", "representation_size=64", "min_size=48", "max_size=128", "workers=0",
         "batch_size=4", "warmup_iters=2", "eval_every=0", "max_train_images=12", "max_valid_images=4",
-        "rpn_post_nms_top_n_train=64", "box_batch_size_per_image=16"]
+        "rpn_post_nms_top_n_train=64", "box_batch_size_per_image=16", "pretrain_epochs=0"]
 
 
 def tiny_cfg(*extra) -> Config:
     return Config().override([*TINY, *extra])
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     cfg = tiny_cfg("epochs=2", "save_every_steps=0")  # 3 steps per epoch
     fit(cfg, tiny_data, tmp_path / "a", progress=False)
@@ -33,6 +34,7 @@ def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     assert a["progress"]["epoch"] == b["progress"]["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_resume_keeps_frozen_layers_without_the_pretrained_file(tiny_data, tmp_path):
     """trainable_layers < 5 freezes stages of pre-trained weights; a resumed run must freeze the
     same ones (its optimizer state belongs to the trainable set) and never re-read the file."""
@@ -54,6 +56,7 @@ def test_resume_keeps_frozen_layers_without_the_pretrained_file(tiny_data, tmp_p
     assert not torch.equal(b["model"]["backbone.body.layer2.0.conv1.weight"], start["backbone.body.layer2.0.conv1.weight"])
 
 
+@pytest.mark.slow
 def test_ema_resumes_exactly_and_is_what_best_pt_holds(tiny_data, tmp_path):
     cfg = tiny_cfg("epochs=2", "save_every_steps=0", "ema_decay=0.9")
     fit(cfg, tiny_data, tmp_path / "a", progress=False)
@@ -68,6 +71,7 @@ def test_ema_resumes_exactly_and_is_what_best_pt_holds(tiny_data, tmp_path):
     assert torch.equal(best[w], a["ema"]["module." + w]) and not torch.equal(best[w], a["model"][w])
 
 
+@pytest.mark.slow
 def test_time_budget_plans_the_schedule_to_end_in_it(tiny_data, tmp_path, monkeypatch):
     import digitdet.train.budget as train
 
@@ -101,6 +105,7 @@ def test_plan_total_steps_fits_the_budget():
     assert plan_total_steps(40, 0.0, 100.0, 1000.0, max_steps=300) == 300  # not measured: no plan
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny_data, tmp_path):
     fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="--resume"):
@@ -116,6 +121,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_data, tmp_path):
             progress=False)
 
 
+@pytest.mark.slow
 def test_end_to_end_smoke(tiny_data, tmp_path, capsys):
     run, out = tmp_path / "run", tmp_path / "out"
     args = ["--data", str(tiny_data), "--out", str(run), "--config", "cpu_fast", "--epochs", "1", "--quiet"]
@@ -139,6 +145,7 @@ def test_end_to_end_smoke(tiny_data, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(out / "pred.json"), "--data", str(tiny_data), "--split", "test"]) == 0
 
 
+@pytest.mark.slow
 def test_tune_scale_stores_the_best_input_scale_and_predict_reads_at_it(tiny_data, tmp_path, capsys):
     from digitdet.read.detector import load_detector
     from digitdet.tune import SCALE_FACTORS

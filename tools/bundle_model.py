@@ -8,7 +8,7 @@ Keeps only what prediction needs (weights stored as float16 to halve the file, c
 pretrained=none, tuned decoder, the metrics it was selected on, and how it was made) and
 writes digitdet/assets/digitdet_synth.pt atomically. Weights are cast back to float32 on load.
 The reading threshold, and with ``--tune-scale`` the input scale, are chosen on DATA/valid as
-`digitdet evaluate --tune-decoder [--tune-scale]` does; the config keeps the training scale.
+`digitdet tune [--scale]` does; the config keeps the training scale.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
                    help="config settings stored in the bundle (e.g. box_refine=1) and used while tuning")
     args = p.parse_args(argv)
     state = load_checkpoint(args.weights)
-    config = Config.from_dict(state["config"], source=str(args.weights)).override(args.set).to_dict()
+    config = Config.from_dict(state["config"], source=str(args.weights), saved=True).override(args.set).to_dict()
     images_dir, ann = split_paths(args.data, "valid")
     gt, _ = load_coco_digits(ann, images_dir)
     tuned = tune_reading(args.weights, images_dir, gt, torch.device("cpu"),

@@ -13,7 +13,6 @@ def add_parser(sub, name):
     p.add_argument("--data", required=True, help="dataset folder (train/ + train.json, valid/ + valid.json)")
     p.add_argument("--out", required=True, help="weights file to write, e.g. runs/backbone.pt")
     p.add_argument("--backbone", default="resnet18_fpn", help="the detector backbone it is for (resnet*/mobilenet)")
-    p.add_argument("--norm", default="bn", choices=("bn", "gn", "frozen_bn"))
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--stages", type=int, default=4,
                    help="ResNet residual stages to train (1-4). 4 (default): the whole classifier, whose deeper "
@@ -32,7 +31,7 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     setup(args)
-    result = pretrain_backbone(args.data, args.out, args.backbone, args.norm, args.epochs, args.batch_size,
+    result = pretrain_backbone(args.data, args.out, args.backbone, args.epochs, args.batch_size,
                                args.lr, args.workers, args.seed, args.max_images, progress=not args.quiet,
                                device=resolve_device(args.device), stages=args.stages)
     print(json.dumps({"weights": args.out, **{k: round(v, 4) for k, v in result.items()}}))

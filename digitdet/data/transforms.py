@@ -7,7 +7,6 @@ that left the image removed with their labels. No preset ever flips: a mirrored 
 
 Presets:
   none   - to tensor only (evaluation, prediction)
-  light  - colour jitter and small scale/shift
   digits - the default for training: photometric distortion, colour inversion (light digits
            on dark plates and the reverse), grey (only where the digits stay visible), blur,
            zoom-out (small numbers in big photos), affine (small rotation, shear, scale, shift)
@@ -22,15 +21,12 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-PRESETS = ("none", "light", "digits")
+PRESETS = ("none", "digits")
 
 
 def _augmentations(preset: str) -> list:
     if preset == "none":
         return []
-    if preset == "light":
-        return [v2.ColorJitter(0.3, 0.3, 0.3, 0.05),
-                v2.RandomAffine(degrees=0, translate=(0.05, 0.05), scale=(0.85, 1.15))]
     if preset == "digits":
         return [
             v2.RandomPhotometricDistort(p=0.5),

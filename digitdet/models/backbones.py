@@ -2,7 +2,7 @@
 
 Every builder returns a ``torchvision.models.detection.backbone_utils.BackboneWithFPN``
 whose ``out_channels`` is ``cfg.fpn_channels`` and whose feature maps are named "0", "1",
-... from the finest (smallest stride) up, plus "pool" when ``cfg.fpn_extra_pool``.
+... from the finest (smallest stride) up.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 RESNETS = {
@@ -24,16 +23,8 @@ MOBILENETS = {
 }
 
 
-def norm_layer(kind: str):
-    """Normalisation for the backbone: bn (trainable; right from scratch), gn, frozen_bn."""
-    if kind == "bn":
-        return nn.BatchNorm2d
-    if kind == "frozen_bn":
-        return FrozenBatchNorm2d
-    if kind == "gn":
-        # 32 groups is the usual choice; fall back to fewer for narrow layers.
-        return lambda c: nn.GroupNorm(next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0), c)
-    raise ValueError(f"unknown norm {kind!r}; choose bn, gn or frozen_bn")
+# Trainable BatchNorm in every backbone: right from scratch, and for fine-tuning the bundle.
+NORM_LAYER = nn.BatchNorm2d
 
 
 def _imagenet_weights(cfg, default_weights, load_weights: bool):
@@ -59,7 +50,7 @@ def build_resnet_fpn(cfg, load_weights: bool = True) -> BackboneWithFPN:
     Stages are frozen per ``cfg.trainable_layers`` whenever ``cfg.pretrained`` names weights,
     even when ``load_weights`` is False (a resumed run loads them from its checkpoint)."""
     fn, weights = RESNETS[cfg.backbone]
-    body = fn(weights=_imagenet_weights(cfg, weights, load_weights), norm_layer=norm_layer(cfg.norm))
+    body = fn(weights=_imagenet_weights(cfg, weights, load_weights), norm_layer=NORM_LAYER)
     if cfg.pretrained != "none":
         # Only meaningful with weights: from scratch everything must train.
         freeze_resnet(body, cfg.trainable_layers)
@@ -75,7 +66,7 @@ def build_mobilenet_fpn(cfg, load_weights: bool = True) -> BackboneWithFPN:
     """MobileNetV3-Large + FPN over its last ``len(cfg.returned_layers)`` stages (frozen as in
     build_resnet_fpn)."""
     fn, weights = MOBILENETS[cfg.backbone]
-    features = fn(weights=_imagenet_weights(cfg, weights, load_weights), norm_layer=norm_layer(cfg.norm)).features
+    features = fn(weights=_imagenet_weights(cfg, weights, load_weights), norm_layer=NORM_LAYER).features
     # Stage boundaries are the blocks that reduce resolution (torchvision marks them _is_cn).
     stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)] + [len(features) - 1]
     n = len(cfg.returned_layers)
@@ -92,14 +83,12 @@ def build_mobilenet_fpn(cfg, load_weights: bool = True) -> BackboneWithFPN:
 def _with_fpn(body, return_layers, in_channels, cfg) -> BackboneWithFPN:
     backbone = BackboneWithFPN(body, return_layers, in_channels, cfg.fpn_channels,
                                extra_blocks=LastLevelMaxPool())
-    if not cfg.fpn_extra_pool:
-        # BackboneWithFPN always adds the pooled level; digits rarely need stride 64.
-        backbone.fpn.extra_blocks = None
+    backbone.fpn.extra_blocks = None  # BackboneWithFPN always adds a pooled level; digits never need it
     return backbone
 
 
 def num_feature_maps(cfg) -> int:
-    return len(cfg.returned_layers) + (1 if cfg.fpn_extra_pool else 0)
+    return len(cfg.returned_layers)
 
 
 def load_backbone_file(backbone: nn.Module, path: str) -> None:

@@ -38,17 +38,22 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "digitdet_syn
 BACKBONES = sorted([*RESNETS, *MOBILENETS, "resnet50_fpn_v2"])
 
 
+# torchvision's own values, which no recipe changes: the RPN's NMS and anchor matching, the box
+# head's per-class NMS, and smooth L1's beta in the box loss.
+TORCHVISION_SETTINGS = {"rpn_nms_thresh": 0.7, "rpn_fg_iou_thresh": 0.7, "rpn_bg_iou_thresh": 0.3, "box_nms_thresh": 0.5}
+SMOOTH_L1_BETA = 1.0 / 9
+
+
 def _model_kwargs(cfg) -> dict:
     """Settings shared by every backbone (input scale, RPN and RoI heads)."""
     return dict(
         min_size=cfg.min_size, max_size=cfg.max_size,
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-        rpn_nms_thresh=cfg.rpn_nms_thresh, rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh,
-        rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh, rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        **TORCHVISION_SETTINGS, rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
         box_batch_size_per_image=cfg.box_batch_size_per_image, box_positive_fraction=cfg.box_positive_fraction,
         box_fg_iou_thresh=cfg.box_fg_iou_thresh, box_bg_iou_thresh=cfg.box_bg_iou_thresh,
-        box_score_thresh=cfg.box_score_thresh, box_nms_thresh=cfg.box_nms_thresh,
+        box_score_thresh=cfg.box_score_thresh,
         box_detections_per_img=cfg.box_detections_per_img,
     )
 
@@ -58,7 +63,7 @@ def anchor_generator(cfg, n_maps: int) -> AnchorGenerator:
     sizes = [tuple(s) if isinstance(s, (list, tuple)) else (s,) for s in cfg.anchor_sizes]
     if len(sizes) != n_maps:
         raise ValueError(f"anchor_sizes has {len(sizes)} levels but the backbone gives {n_maps} feature maps "
-                         f"(returned_layers={cfg.returned_layers}, fpn_extra_pool={cfg.fpn_extra_pool}): "
+                         f"(returned_layers={cfg.returned_layers}): "
                          f"give one list of sizes per level")
     return AnchorGenerator(tuple(sizes), (tuple(float(r) for r in cfg.aspect_ratios),) * n_maps)
 
@@ -104,7 +109,7 @@ def build_model(cfg, load_weights: bool = True) -> nn.Module:
                            box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size),
                            box_predictor=FastRCNNPredictor(cfg.representation_size, L.num_classes(cfg.letter_class)),
                            **_model_kwargs(cfg))
-    model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, cfg.smooth_l1_beta,
+    model.roi_heads = DigitRoIHeads.from_torchvision(model.roi_heads, cfg.box_loss, SMOOTH_L1_BETA,
                                                      drop_label=L.LETTER if cfg.letter_class else None,
                                                      refine_steps=cfg.box_refine)
     model.transform = DigitTransform.from_torchvision(model.transform, cfg.train_scales, cfg.channels_last,

@@ -37,6 +37,8 @@ from digitdet.read.detect import empty_detections
 LINE_HEIGHT_RATIO = 1.3
 LINE_CENTRE_OFFSET = 0.35
 LINE_GAP = 0.6
+# pred.json keeps at most this many boxes a photo (COCO evaluates 100; photos hold 1-5 digits)
+PRED_MAX_PER_IMAGE = 30
 
 
 def _as_numpy(x, dtype) -> np.ndarray:
@@ -284,7 +286,7 @@ def pred_results(dets: dict, cfg, box_pad: float | None = None, same_height: boo
     """pred.json's records of ``dets`` with ``cfg``'s settings (score threshold, count, box
     style; ``box_pad`` / ``same_height`` replace the config's)."""
     same = cfg.pred_box_same_height if same_height is None else same_height
-    return detections_to_results(dets, cfg.pred_score_thresh, cfg.pred_max_per_image,
+    return detections_to_results(dets, cfg.pred_score_thresh, PRED_MAX_PER_IMAGE,
                                  cfg.pred_box_pad if box_pad is None else box_pad,
                                  cfg.decode_score_thresh if same else None)
 

@@ -23,7 +23,7 @@ def load_detector(weights: str | Path | None, device: torch.device, overrides: l
     """
     path = weights_path(weights)
     state = load_checkpoint(path)
-    cfg = Config.from_dict(state["config"], source=str(path))
+    cfg = Config.from_dict(state["config"], source=str(path), saved=True)
     cfg.pretrained = "none"  # the checkpoint has every weight; never download or read other files
     decoder = dict(state.get("decoder") or {})
     cfg.apply_decoder(decoder)

@@ -35,8 +35,8 @@ FORMAT_VERSION = "1"
 # Torchvision's detection ops need opset >= 11; 17 is well supported by onnxruntime 1.2x+.
 DEFAULT_OPSET = 17
 # Config keys read after the model has run (pred.json / pred.csv writing): free to override.
-POST_MODEL_KEYS = ("pred_score_thresh", "pred_max_per_image", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh",
-                   "eval_batch_size", "workers", "zoom_read", "zoom_score", "zoom_below", "zoom_margin", "zoom_empty_scale")
+POST_MODEL_KEYS = ("pred_score_thresh", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh", "workers",
+                   "zoom_read", "zoom_empty_scale")
 
 
 def export_onnx(model: torch.nn.Module, cfg: Config, decoder: dict, out_path, opset: int = DEFAULT_OPSET) -> Path:
@@ -137,7 +137,7 @@ def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = Non
     if METADATA_CONFIG not in meta:
         raise ValueError(f"{path}: no {METADATA_CONFIG} in the ONNX metadata; "
                          f"only models written by `digitdet export` can be used")
-    cfg = Config.from_dict(json.loads(meta[METADATA_CONFIG]), source=f"{path} metadata")
+    cfg = Config.from_dict(json.loads(meta[METADATA_CONFIG]), source=f"{path} metadata", saved=True)
     decoder = json.loads(meta.get(METADATA_DECODER) or "{}")
     cfg.apply_decoder(decoder)
     new = cfg.override(overrides or [])

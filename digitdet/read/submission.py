@@ -38,7 +38,7 @@ def config_of_predictions(pred_json) -> Config | None:
     path = Path(pred_json).with_name(PRED_CONFIG)
     if not path.exists():
         return None
-    return Config.from_dict(read_json(path, "prediction config"), source=str(path))
+    return Config.from_dict(read_json(path, "prediction config"), source=str(path), saved=True)
 
 
 def decoder_of_predictions(pred_json) -> dict | None:

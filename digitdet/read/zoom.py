@@ -6,14 +6,14 @@ bundled model on 1,000 synthetic test photos, numbers whose digits were under 15
 photo's short side were read 35% of the time, against 95% at 30-45% (docs/results.md, "Zoom-in reading").
 
 1. Pass 1 runs the detector on the whole photo.
-2. Where it finds digits (score >= ``zoom_score``) whose median height is under ``zoom_below``
+2. Where it finds digits (score >= ``ZOOM_SCORE``) whose median height is under ``ZOOM_BELOW``
    x the photo's short side, :func:`zoom_region` takes the box around them grown by
-   ``zoom_margin`` digit heights on every side (clipped to the photo).
+   ``ZOOM_MARGIN`` digit heights on every side (clipped to the photo).
 3. Pass 2 runs the same detector on those crops; the model's own transform enlarges each to its
    input scale, so the digits come out at about 1 / (1 + 2 x margin) of its height.
 4. Pass 2's detections, moved back to pixels of the photo, replace pass 1's for that photo.
    Photos with no such digits keep pass 1's detections (and cost one pass).
-5. Second look: a photo where pass 1 finds no digit scoring >= ``zoom_score`` at all is read
+5. Second look: a photo where pass 1 finds no digit scoring >= ``ZOOM_SCORE`` at all is read
    again whole at ``zoom_empty_scale`` x the input scale (:func:`enlarged_detector`; numbers
    too small to be found at the input scale), and the look with the more confident best
    digit is kept. Torch models only: an exported ONNX graph has its input scale frozen.
@@ -23,7 +23,7 @@ photo's short side were read 35% of the time, against 95% at 30-45% (docs/result
    short side holds that many input scales. The number of a phone's picture of a house front, a
    few percent of its height, reaches the model a few pixels tall at the input scale, where
    bricks and leaves score 0.3-0.8 as digits; at the scale that suits it, it scores ~1. A
-   scan's look is taken only when its best digit scores ``zoom_scan_score`` (at 4-8x, photos
+   scan's look is taken only when its best digit scores ``ZOOM_SCAN_SCORE`` (at 4-8x, photos
    without a number had no digit over ~0.95, photos with one nearly always one over 0.98) and
    more than the look before; a photo whose digits came from the scan is read again on a crop
    around those scoring the reading threshold, as in steps 2-4. Photos of SVHN's size never
@@ -41,6 +41,14 @@ import numpy as np
 from digitdet.distributed import unwrap
 from digitdet.read.detect import plain_detector
 from digitdet.read.views import View, predict_views
+
+# Steps 2-5 (module docstring): digits scoring ZOOM_SCORE count as found; a photo whose digits'
+# median height is under ZOOM_BELOW x its short side is read again on a crop ZOOM_MARGIN digit
+# heights beyond them; a scan's look counts when its best digit scores ZOOM_SCAN_SCORE.
+ZOOM_SCORE = 0.3
+ZOOM_BELOW = 0.45
+ZOOM_MARGIN = 0.75
+ZOOM_SCAN_SCORE = 0.98
 
 
 def zoom_region(boxes_xyxy, scores, height: int, width: int, score: float = 0.3, below: float = 0.45,
@@ -156,7 +164,7 @@ def reading_detector(model, cfg, device, detect=None):
     call per batch), wrapped in :func:`zoom_detector` when ``cfg.zoom_read`` is on, with the
     second look at ``cfg.zoom_empty_scale`` and the scan up to ``cfg.zoom_scan`` when ``model``
     is a torch detector (it has a ``transform``; an ONNX graph's scale is frozen)."""
-    _check(cfg.zoom_below, cfg.zoom_margin, cfg.zoom_empty_scale, cfg.zoom_scan)
+    _check(ZOOM_BELOW, ZOOM_MARGIN, cfg.zoom_empty_scale, cfg.zoom_scan)
     detect = detect or plain_detector(model, device)
     if not cfg.zoom_read:
         return detect
@@ -165,5 +173,5 @@ def reading_detector(model, cfg, device, detect=None):
         empty = enlarged_detector(model, device, cfg.zoom_empty_scale)
         scan = [(f * cfg.min_size, enlarged_detector(model, device, f))
                 for f in scan_factors(cfg.zoom_empty_scale, cfg.zoom_scan)]
-    return zoom_detector(detect, cfg.zoom_score, cfg.zoom_below, cfg.zoom_margin, empty, scan, cfg.decode_score_thresh,
-                         cfg.zoom_scan_score)
+    return zoom_detector(detect, ZOOM_SCORE, ZOOM_BELOW, ZOOM_MARGIN, empty, scan, cfg.decode_score_thresh,
+                         ZOOM_SCAN_SCORE)

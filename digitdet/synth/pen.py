@@ -55,12 +55,12 @@ BANK_ENV = "DIGITDET_PEN_DIGITS"
 EDGE = 0.25              # ink ramp width after sharpening, in bank intensity (0..1)
 # Share of pens that write the continental way: a 1 with a long flag and often a foot, a 7
 # crossed at mid-height. MNIST's writers (American forms, census and school) seldom do; 13
-# writers of UCI's digits (bench/other_means.py --means uci) do, and the ninth-step bundle read
-# their 1s as 4s 29 times and their 7s as 2s or 3s 28 times in its 238 wrong numbers (two seeds).
+# writers of UCI's digits (bench/other_means.py --means uci) do, and a model that never saw them
+# reads their 1s as 4s and their 7s as 2s or 3s.
 CONTINENTAL_P = 0.35
 # Share of pens that end their 9's stem in a tail curling left under the loop. MNIST's 9s mostly
-# end in a straight stem; many of UCI's do not, and the eleventh-step bundle read 52 of UCI's 9s
-# as 3s (two seeds), most of them plain 9s whose tail curls left under a blurred loop.
+# end in a straight stem; many of UCI's do not, and a model that never saw such a tail reads
+# those 9s as 3s.
 CURL_P = 0.5
 
 

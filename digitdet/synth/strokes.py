@@ -80,7 +80,7 @@ SKELETONS = {
 
 # A 7's top bar is its width: drawn as narrow as a narrow writer's 0 (0.32 x its height, minus
 # the pen), a short sloping bar is a 1's flag, and the model learnt to read 7s as 1s (marker
-# 7s were read as 1 five times in 25 by the bundle; the real photo "478" is read "418").
+# 7s were read as 1s; the real photo "478" was read "418").
 MIN_ASPECT = {"7": 0.5}
 
 

@@ -75,13 +75,12 @@ VIVID_MIN_DISTANCE = 120.0
 # Share of pictures seen out of focus or from far away and enlarged: the digits keep only
 # SOFT_HEIGHT px of detail (their height after a detour through a lower resolution), whatever
 # their size in the photo. Blur and `lowres` alone keep a 40-px digit sharp to ~16 px; an
-# upscaled phone crop or a focus miss does not, and the bundle read such pictures worse
-# (docs/results.md, "The eighth step" under "The bundled model").
+# upscaled phone crop or a focus miss does not, and a model trained without them reads such
+# pictures worse (docs/renderer.md).
 SOFT_P = 0.1
 # Share of pictures (any face but MNIST's pens, which have their own) whose 1s are painted as a
-# plain bar of the face's stem width: house numbers often have them, fonts seldom do, and every
-# bundle up to the sixteenth step missed such 1s when large in the picture (bench/other_means.py
-# --means strokes: 0.26-0.32 read with the digits filling over 68% of the height).
+# plain bar of the face's stem width: house numbers often have them, fonts seldom do, and a model
+# that never saw them misses such 1s when large in the picture (bench/other_means.py --means strokes).
 PLAIN_ONE_P = 0.25
 SOFT_HEIGHT = (8.0, 14.0)
 METALS = np.array([[190, 150, 70], [200, 200, 205], [150, 110, 60], [60, 60, 60]], dtype=np.float64)

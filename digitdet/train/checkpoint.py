@@ -119,5 +119,4 @@ def start_run(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | 
     if not last.exists():
         raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {out_dir})")
     state = load_checkpoint(last)
-    # a run saved before group_batches existed made random batches: it resumes making them
-    return Config.from_dict({"group_batches": 1, **state["config"]}, source=str(last)), state
+    return Config.from_dict(state["config"], source=str(last), saved=True), state

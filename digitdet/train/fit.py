@@ -40,6 +40,7 @@ from digitdet.train.step import accumulate, train_step
 from digitdet.viz.report import write_run_pictures
 
 log = logging.getLogger("digitdet")
+EVAL_BATCH_SIZE = 32  # validation photos a batch
 
 
 def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = False,
@@ -59,7 +60,7 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     # 2. Data; each rank validates a share of valid, evaluate() gathers.
     train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
     valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images)
-    valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), cfg.eval_batch_size, cfg.workers)
+    valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), EVAL_BATCH_SIZE, cfg.workers)
     sampler = EpochSampler(len(train_ds), cfg.seed, num_replicas=world_size(), rank=rank())
     batches_per_epoch = max(-(-len(train_ds) // world_size()) // cfg.batch_size, 1)
 
@@ -115,9 +116,6 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
         if cfg.time_budget_min and not stop and steps:  # re-plan, validation time included
             budget.plan_schedule(prog, run.scheduler.last_epoch, _per_step(t_first, steps), cfg, per_epoch)
         _save_last(run)
-        if not stop and cfg.early_stop_patience and prog["evals_since_best"] >= cfg.early_stop_patience:
-            log.info("early stop: %s did not improve in %d evaluations", cfg.best_metric, cfg.early_stop_patience)
-            stop = "early_stop"
         if stop:
             break
 
@@ -233,7 +231,7 @@ def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -
     log.info("effective batch %d (batch_size %d x world_size %d x grad_accum %d), lr %g (lr_scale=%s)",
              cfg.batch_size * world_size() * cfg.grad_accum, cfg.batch_size, world_size(), cfg.grad_accum,
              scaled_lr(cfg), cfg.lr_scale)
-    seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed)
     return cfg, state
 
 
@@ -262,13 +260,10 @@ def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epo
                steps_per_epoch, eval_loader, valid_gt)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
 
 def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int = 0):
@@ -278,7 +273,7 @@ def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int 
         raise FileNotFoundError(f"{Path(data_root) / (split + '.json')}: annotations of split {split!r} not found")
     coco, report = load_coco_digits(ann, images_dir)
     log.info(report.summary(str(ann)))
-    transform = build_transforms(cfg.augment, train, cfg.crop_digits_p)
+    transform = build_transforms("digits", train, cfg.crop_digits_p)
     letter_label = L.LETTER if cfg.letter_class and train else None
     ds = DigitDataset(coco, images_dir, transform, seed=cfg.seed, max_images=max_images, letter_label=letter_label)
     if letter_label is not None:

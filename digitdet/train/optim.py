@@ -1,9 +1,8 @@
 """Optimizer, learning-rate schedule and weight averaging (EMA) from the config.
 
 The schedule is per optimizer step: a linear warm-up over ``warmup_iters`` steps from
-``lr * warmup_factor`` to ``lr``, then cosine to 0, step decay at ``lr_steps`` epochs, or a
-one-cycle (cosine up then down) shape. A plain LambdaLR, so its state_dict resumes exactly.
-With a time budget, ``plan_total_steps`` sets the schedule's length to the steps that fit it.
+``lr * WARMUP_FACTOR`` to ``lr``, then cosine to 0. A plain LambdaLR, so its state_dict resumes
+exactly. With a time budget, train/budget.py sets the schedule's length to the steps that fit it.
 
 ``build_ema`` keeps an exponential moving average of the weights (and BatchNorm statistics)
 with torch's own ``AveragedModel``; validation, best.pt and predictions use the average.
@@ -13,6 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
+
+SGD_MOMENTUM = 0.9
+WARMUP_FACTOR = 0.001  # the warm-up starts at lr x this
 
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -24,7 +26,7 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=SGD_MOMENTUM)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
@@ -35,20 +37,9 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg) -> float:
     warm = min(cfg.warmup_iters, max(total_steps - 1, 0))
     if step < warm:
         a = step / warm
-        return cfg.warmup_factor * (1 - a) + a
-    if cfg.scheduler == "cosine":
-        t = (step - warm) / max(total_steps - warm, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    if cfg.scheduler == "step":
-        epoch = step // max(steps_per_epoch, 1)
-        return cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_steps)
-    if cfg.scheduler == "onecycle":
-        # Rise for the first 30% of training (after warm-up), then anneal to 0.
-        t = (step - warm) / max(total_steps - warm, 1)
-        if t < 0.3:
-            return 0.1 + 0.9 * 0.5 * (1 - math.cos(math.pi * t / 0.3))
-        return 0.5 * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
-    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; choose cosine, step or onecycle")
+        return WARMUP_FACTOR * (1 - a) + a
+    t = (step - warm) / max(total_steps - warm, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
 def build_scheduler(optimizer, total_steps, steps_per_epoch: int, cfg):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
 from digitdet.data.coco import load_annotated, load_coco_digits, sample_seed, split_paths
 from digitdet.io import save_checkpoint
-from digitdet.models.backbones import MOBILENETS, RESNETS, norm_layer
+from digitdet.models.backbones import MOBILENETS, NORM_LAYER, RESNETS
 
 log = logging.getLogger("digitdet")
 CROP = 64
@@ -93,7 +93,7 @@ def _background(size, boxes: list, rng) -> np.ndarray:
     return window
 
 
-def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
+def build_classifier(backbone: str, stages: int = 4) -> nn.Module:
     """The detector backbone's torchvision classifier with 11 outputs (background + 10 digits).
 
     Its parameter names are the ones ``build_model`` loads into ``backbone.body`` (the
@@ -105,7 +105,7 @@ def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
     if backbone in RESNETS:
         if not 1 <= stages <= 4:
             raise ValueError(f"stages={stages}: a ResNet has residual stages 1..4")
-        model = RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
+        model = RESNETS[backbone][0](weights=None, num_classes=11, norm_layer=NORM_LAYER)
         if stages < 4:
             for i in range(stages + 1, 5):
                 setattr(model, f"layer{i}", nn.Identity())
@@ -116,11 +116,11 @@ def build_classifier(backbone: str, norm: str, stages: int = 4) -> nn.Module:
         if stages != 4:
             raise ValueError(f"stages={stages}: only ResNet classifiers can be cut after a stage; "
                              f"{backbone} pre-trains whole (stages=4)")
-        return MOBILENETS[backbone][0](weights=None, num_classes=11, norm_layer=norm_layer(norm))
+        return MOBILENETS[backbone][0](weights=None, num_classes=11, norm_layer=NORM_LAYER)
     raise ValueError(f"backbone {backbone!r} cannot be pre-trained here; choose one of {sorted(RESNETS) + sorted(MOBILENETS)}")
 
 
-def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm: str = "bn", epochs: int = 4,
+def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", epochs: int = 4,
                       batch_size: int = 128, lr: float = 3e-3, workers: int = 2, seed: int = 0,
                       max_images: int = 0, progress: bool = True, device: str | torch.device = "cpu",
                       stages: int = 4) -> dict:
@@ -136,7 +136,7 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
     train = DigitCrops(load_coco_digits(train_ann, train_dir)[0], train_dir, seed, max_images=max_images)
     valid = DigitCrops(load_coco_digits(valid_ann, valid_dir)[0], valid_dir, seed + 1)
     device = torch.device(device)
-    model = build_classifier(backbone, norm, stages).to(device)
+    model = build_classifier(backbone, stages).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -156,7 +156,7 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", norm:
             loss_avg = 0.9 * loss_avg + 0.1 * loss.item() if loss_avg else loss.item()
         acc = crop_accuracy(model, valid, batch_size, workers)
         log.info("pretrain epoch %d: loss %.4f, valid crop accuracy %.4f", epoch + 1, loss_avg, acc)
-    meta = {"backbone": backbone, "norm": norm, "valid_accuracy": acc, "epochs": epochs, "stages": stages}
+    meta = {"backbone": backbone, "norm": "bn", "valid_accuracy": acc, "epochs": epochs, "stages": stages}
     save_checkpoint(out_path, {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": meta})
     return {"train_loss": loss_avg, "valid_accuracy": acc, "seconds": time.perf_counter() - t0}
 
@@ -188,7 +188,7 @@ def pretrain_for_run(cfg, data_root, out_dir: Path, device: str = "cpu") -> str:
     threads, local_world = torch.get_num_threads(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(threads * local_world)
     try:
-        result = pretrain_backbone(data_root, path, cfg.backbone, cfg.norm, epochs=cfg.pretrain_epochs,
+        result = pretrain_backbone(data_root, path, cfg.backbone, epochs=cfg.pretrain_epochs,
                                    workers=cfg.workers, seed=cfg.seed, max_images=cfg.pretrain_max_images,
                                    progress=log.isEnabledFor(logging.INFO), device=device)
     finally:
