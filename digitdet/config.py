@@ -93,6 +93,10 @@ class Config:
     batch_size: int = 8
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9); lr: linear warm-up, then cosine to 0
     lr: float = 0.001
+    # The lr of a run that starts from a whole detector (pretrained=bundled or a detector's
+    # file): fine-tuning at lr 1e-3 undoes what the model knew (0 = use lr). The bundle's own
+    # training steps ran at 1.25e-4.
+    finetune_lr: float = 1.25e-4
     weight_decay: float = 0.05
     warmup_iters: int = 100
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N)

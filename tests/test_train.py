@@ -193,3 +193,33 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert main(["predict", "--weights", str(tmp_path / "missing.pt"), "--images", str(tiny_data / "test"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fine_tuning_scores_its_start_keeps_it_unless_beaten_and_warns(tiny_data, tmp_path, caplog, monkeypatch):
+    import logging
+
+    import digitdet.train.fit as fit_mod
+    from digitdet.models.faster_rcnn import build_model
+
+    weights = tmp_path / "detector.pth"
+    torch.save(build_model(tiny_cfg()).state_dict(), weights)  # a whole detector: fine-tuning
+    real_evaluate, calls = fit_mod.evaluate, []
+
+    def falling(*args, **kwargs):  # the start scores 0.8, every epoch after it less
+        metrics, dets = real_evaluate(*args, **kwargs)
+        calls.append(1)
+        return {**metrics, "map": 0.8 / len(calls)}, dets
+
+    monkeypatch.setattr(fit_mod, "evaluate", falling)
+    with caplog.at_level(logging.INFO, logger="digitdet"):
+        fit(tiny_cfg("epochs=2", "eval_every=1", f"pretrained={weights}"), tiny_data, tmp_path / "ft", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "ft" / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"] and float(rows[0]["map"]) == 0.8
+    assert load_checkpoint(tmp_path / "ft" / "best.pt")["epoch"] == 0  # never handed back worse than given
+    assert "below the 0.8000 of the model fine-tuning started from" in caplog.text
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["lr"] == Config().finetune_lr
+    # from scratch: no start to score, the recipe's lr
+    fit(tiny_cfg("epochs=1"), tiny_data, tmp_path / "scratch", progress=False)
+    assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "scratch" / "metrics.csv"))] == ["1"]
+    assert load_checkpoint(tmp_path / "scratch" / "last.pt")["config"]["lr"] == Config().lr

@@ -143,6 +143,20 @@ def _build_r50v2(cfg, load_weights: bool) -> nn.Module:
     return model
 
 
+def starts_from_detector(pretrained: str) -> bool:
+    """Whether ``pretrained`` names a whole detector (``bundled``, or a file with box-head
+    weights): training from it is fine-tuning, not training from a backbone."""
+    if pretrained in ("none", "torchvision"):
+        return False
+    p = BUNDLED_WEIGHTS if pretrained == "bundled" else Path(pretrained)
+    if not p.is_file():
+        return pretrained == "bundled"  # a missing file is build_model's error to report
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return isinstance(state, dict) and any(str(k).startswith("roi_heads.") for k in state)
+
+
 def load_pretrained_file(model: nn.Module, path: str) -> None:
     """Initialise from a local .pth: a whole detector's state dict (or digitdet checkpoint),
     or a backbone/classifier state dict; ``bundled`` is the model shipped with the package.

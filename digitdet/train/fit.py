@@ -30,7 +30,7 @@ from digitdet.data.coco import DigitDataset, load_coco_digits, split_paths
 from digitdet.data.loaders import EpochSampler, inference_loader, train_loader
 from digitdet.data.transforms import build_transforms
 from digitdet.distributed import broadcast_buffers, is_main, on_main, rank, shard_batches, unwrap, world_size, wrap_model
-from digitdet.models.faster_rcnn import build_model
+from digitdet.models.faster_rcnn import build_model, starts_from_detector
 from digitdet.score.evaluation import evaluate
 from digitdet.train import budget
 from digitdet.train.checkpoint import Checkpointer, adapt_to_world, restore, scaled_lr, start_run
@@ -55,7 +55,7 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     """
     # 1. Config, output folder, seeds.
     out_dir, progress = Path(out_dir), progress and is_main()
-    cfg, state = _prepare(cfg, data_root, out_dir, resume, device)
+    cfg, state, finetune = _prepare(cfg, data_root, out_dir, resume, device)
 
     # 2. Data; each rank validates a share of valid, evaluate() gathers.
     train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
@@ -68,6 +68,8 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     run = _build_run(cfg, state, torch.device(device), -(-batches_per_epoch // cfg.grad_accum), out_dir,
                      shard_batches(valid_loader), valid_gt)
     prog, per_epoch = run.prog, run.steps_per_epoch
+    if finetune:  # the model fine-tuning starts from is scored first, and is best.pt until beaten
+        _score_start(run, progress)
 
     # 4. The loop: an optimizer step, re-plan the schedule, save, stop?; validate at each epoch's end.
     t_start = time.perf_counter() - prog["elapsed_s"]
@@ -142,6 +144,10 @@ def end_of_epoch(run: Run, epoch: int, stats: dict, final: bool, progress: bool)
         metrics, _ = evaluate(model, run.eval_loader, run.dev, run.valid_gt, cfg, progress=progress)
         row.update({k: round(float(metrics[k]), 5) for k in ("map", "ap50", "ap75", "accuracy")})
         value = metrics[cfg.best_metric]
+        if prog.get("start_value") is not None and value < prog["start_value"]:
+            log.warning("validation %s %.4f is below the %.4f of the model fine-tuning started from: training is "
+                        "making it worse (lower finetune_lr, or train on more photos); best.pt keeps the best so far",
+                        cfg.best_metric, value, prog["start_value"])
         if value > prog["best_value"]:
             prog.update(best_value=float(value), best_epoch=epoch + 1, evals_since_best=0)
             ckpt.save_best(model, metrics, epoch + 1)
@@ -165,6 +171,22 @@ def end_of_epoch(run: Run, epoch: int, stats: dict, final: bool, progress: bool)
                 run.writer.add_scalar(k, v, epoch + 1)
         run.writer.flush()
     return row
+
+
+def _score_start(run: Run, progress: bool) -> None:
+    """Validate the model a fine-tuning run starts from: metrics.csv's epoch 0, and best.pt until
+    an epoch beats it, so fine-tuning never hands back a model worse than it was given."""
+    cfg, prog, model = run.cfg, run.prog, _evaluated(run)
+    metrics, _ = evaluate(model, run.eval_loader, run.dev, run.valid_gt, cfg, progress=progress)
+    value = float(metrics[cfg.best_metric])
+    prog.update(best_value=value, best_epoch=0, start_value=value)
+    run.ckpt.save_best(model, metrics, 0)
+    row = {"epoch": 0, **{k: "" for k in (*LOSS_NAMES, "loss", "lr", "images_per_s")},
+           **{k: round(float(metrics[k]), 5) for k in ("map", "ap50", "ap75", "accuracy")}}
+    run.ckpt.log_epoch(row)
+    prog["history"].append(row)
+    log.info("the starting model (epoch 0): mAP %.4f  AP50 %.4f  accuracy %.4f", metrics["map"], metrics["ap50"],
+             metrics["accuracy"])
 
 
 def _per_step(t_first: float, steps: int) -> float:
@@ -209,7 +231,8 @@ class Run:
     scaler: object  # torch.amp.GradScaler on CUDA with AMP, else None
     ema: object  # torch.optim.swa_utils.AveragedModel of the unwrapped model (cfg.ema_decay), else None
     # epoch, step_in_epoch (batches), best_value, best_epoch, evals_since_best, elapsed_s, history,
-    # world_size, total_steps (the lr schedule's length), epoch_sums (the epoch's running loss sums)
+    # world_size, total_steps (the lr schedule's length), epoch_sums (the epoch's running loss sums),
+    # start_value (a fine-tuning run: its starting model's validation score)
     prog: dict
     ckpt: Checkpointer
     writer: object  # TensorBoard SummaryWriter on rank 0, else None
@@ -218,13 +241,19 @@ class Run:
     valid_gt: dict  # the validation split's COCO dict
 
 
-def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -> tuple[Config, dict | None]:
+def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -> tuple[Config, dict | None, bool]:
     """Run folder, config (saved as config.yaml, backbone pre-trained first when asked), seeds;
-    returns the config to run with and, when resuming, the last checkpoint."""
+    returns the config to run with, when resuming the last checkpoint, and whether this is the
+    start of a fine-tuning run (from a whole detector: lr = finetune_lr)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, state = on_main(start_run, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
     if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
         cfg.pretrained = on_main(pretrain_for_run, cfg, data_root, out_dir, device)  # before config.yaml: it records it
+    finetune = state is None and starts_from_detector(cfg.pretrained)
+    if finetune and cfg.finetune_lr:
+        log.info("fine-tuning the detector of pretrained=%s: lr %g (finetune_lr; lr=%g is for training from scratch)",
+                 cfg.pretrained, cfg.finetune_lr, cfg.lr)
+        cfg.lr = cfg.finetune_lr  # config.yaml and the checkpoints show the lr that ran
     if is_main():
         (out_dir / "config.yaml").write_text(cfg.dumps())
     log.info("resolved config:\n%s", cfg.dumps())
@@ -232,7 +261,7 @@ def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -
              cfg.batch_size * world_size() * cfg.grad_accum, cfg.batch_size, world_size(), cfg.grad_accum,
              scaled_lr(cfg), cfg.lr_scale)
     seed_everything(cfg.seed)
-    return cfg, state
+    return cfg, state, finetune
 
 
 def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epoch: int, out_dir: Path,
@@ -246,7 +275,7 @@ def _build_run(cfg: Config, state: dict | None, dev: torch.device, steps_per_epo
     # the schedule's length lives in prog (saved in last.pt): a time budget re-plans it (plan_schedule)
     prog = {"epoch": 0, "step_in_epoch": 0, "best_value": -1.0, "best_epoch": -1, "evals_since_best": 0,
             "elapsed_s": 0.0, "history": [], "world_size": world_size(), "total_steps": cfg.epochs * steps_per_epoch,
-            "epoch_sums": {}}
+            "epoch_sums": {}, "start_value": None}
     scheduler = build_scheduler(optimizer, lambda: prog["total_steps"], steps_per_epoch, cfg)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and dev.type == "cuda" else None
     ema = build_ema(model, cfg.ema_decay)
