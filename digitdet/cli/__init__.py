@@ -7,7 +7,10 @@ value) surface as one line ``digitdet: error: ...`` and exit status 2, no traceb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from digitdet import __version__
 
 from digitdet.cli import browse as _browse
 from digitdet.cli import convert as _convert
@@ -16,6 +19,7 @@ from digitdet.cli import evaluate as _evaluate
 from digitdet.cli import export as _export
 from digitdet.cli import predict as _predict
 from digitdet.cli import pretrain as _pretrain
+from digitdet.cli import read as _read
 from digitdet.cli import stats as _stats
 from digitdet.cli import synth as _synth
 from digitdet.cli import train as _train
@@ -24,6 +28,7 @@ from digitdet.cli import visualize as _visualize
 from digitdet.train.step import TrainingDiverged
 
 COMMANDS = {
+    "read": _read,
     "train": _train,
     "evaluate": _evaluate,
     "tune": _tune,
@@ -47,6 +52,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitdet", description="Find every digit in a photo (class + box) and read the whole number.")
+    parser.add_argument("--version", action="version", version=f"digitdet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub, name)
@@ -60,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"digitdet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `digitdet read photos/ | head`: the reader of our output left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"digitdet {args.command}: interrupted (checkpoints written so far are intact; use --resume)",
               file=sys.stderr)

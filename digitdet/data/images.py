@@ -39,13 +39,19 @@ def load_rgb(path: str | Path) -> Image.Image:
     path = _readable_kind(path)
     try:
         with Image.open(path) as im:
-            turned = _orientation(im) != 1  # as image_size sees it
-            im.load()
-            return _to_rgb(ImageOps.exif_transpose(im) if turned else im)
+            return upright_rgb(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
+
+
+def upright_rgb(im: Image.Image) -> Image.Image:
+    """An opened image (a file's, or one in memory) as 8-bit RGB, its EXIF orientation applied,
+    as :func:`load_rgb` reads files."""
+    turned = _orientation(im) != 1  # as image_size sees it
+    im.load()
+    return _to_rgb(ImageOps.exif_transpose(im) if turned else im)
 
 
 def _readable_kind(path: str | Path) -> Path:
