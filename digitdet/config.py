@@ -178,6 +178,7 @@ class Config:
         cfg = cls()
         for k, v in d.items():
             setattr(cfg, k, _coerce(k, v, getattr(cfg, k), source))
+        _validate(cfg, source)
         return cfg
 
     def override(self, pairs: list[str]) -> "Config":
@@ -187,7 +188,11 @@ class Config:
             if "=" not in p:
                 raise ValueError(f"override {p!r} is not of the form key=value")
             k, v = p.split("=", 1)
-            d[k.strip()] = yaml.safe_load(v)
+            try:
+                d[k.strip()] = yaml.safe_load(v)
+            except yaml.YAMLError as e:
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ValueError(f"override {p!r}: the value is not valid YAML ({problem})") from None
         return Config.from_dict(d, source="command-line override")
 
     def decoder(self) -> dict:
@@ -249,6 +254,43 @@ def _without_retired(d: dict, source: str, saved: bool) -> dict:
 DECODER_FIELDS = {"score_thresh": "decode_score_thresh", "iou_thresh": "decode_iou_thresh",
                   "line_thresh": "decode_line_thresh", "box_pad": "pred_box_pad",
                   "box_same_height": "pred_box_same_height"}
+
+
+# Names a field may hold; the builders that use them say the same in their own errors.
+CHOICES = {"backbone": ("resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet50_fpn_v2", "resnet101_fpn",
+                        "mobilenet_v3_fpn"),
+           "optimizer": ("adamw", "sgd"), "box_loss": ("smooth_l1", "giou"), "best_metric": ("map", "accuracy"),
+           "lr_scale": ("none", "linear")}
+POSITIVE = ("min_size", "max_size", "batch_size", "grad_accum", "fpn_channels", "representation_size",
+            "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+            "rpn_batch_size_per_image", "box_batch_size_per_image", "box_detections_per_img", "roi_sampling_ratio",
+            "size_divisible", "group_batches", "lr")
+NOT_NEGATIVE = ("epochs", "workers", "pretrain_epochs", "pretrain_max_images", "trainable_layers", "box_refine",
+                "warmup_iters", "weight_decay", "clip_grad", "finetune_lr", "ema_decay", "save_every_steps", "eval_every",
+                "max_train_images", "max_valid_images", "time_budget_min", "pred_box_pad", "decode_line_start_below",
+                "zoom_empty_scale", "zoom_scan")
+FRACTIONS = ("box_positive_fraction", "box_fg_iou_thresh", "box_bg_iou_thresh", "box_score_thresh", "crop_digits_p",
+             "pred_score_thresh", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh")
+
+
+def _validate(cfg: Config, source: str) -> None:
+    """ValueError naming ``source`` and the field for a value no run could use."""
+    for key, names in CHOICES.items():
+        if getattr(cfg, key) not in names:
+            raise ValueError(f"{source}: {key}={getattr(cfg, key)!r}; choose one of {', '.join(names)}")
+    for key in POSITIVE:
+        if not getattr(cfg, key) > 0:
+            raise ValueError(f"{source}: {key} must be > 0, got {getattr(cfg, key)!r}")
+    for key in NOT_NEGATIVE:
+        if not getattr(cfg, key) >= 0:
+            raise ValueError(f"{source}: {key} must be >= 0, got {getattr(cfg, key)!r}")
+    for key in FRACTIONS:
+        if not 0 <= getattr(cfg, key) <= 1:
+            raise ValueError(f"{source}: {key} must be between 0 and 1, got {getattr(cfg, key)!r}")
+    if cfg.max_size < cfg.min_size:
+        raise ValueError(f"{source}: max_size ({cfg.max_size}) must be >= min_size ({cfg.min_size})")
+    if not cfg.returned_layers or not all(r in (1, 2, 3, 4) for r in cfg.returned_layers):
+        raise ValueError(f"{source}: returned_layers must list ResNet stages 1-4, got {cfg.returned_layers!r}")
 
 
 def _coerce(key: str, value, default, source: str):

@@ -75,6 +75,29 @@ def _atomic_open(path):
         raise
 
 
+def writable_folder(path, what: str = "--out") -> Path:
+    """Create folder ``path`` (and parents) and check that files can be written in it, before any
+    work: a file where a folder is meant, or a read-only place, is one clear error naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path}: is a file; give a folder to write into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete the temp files an atomic write killed mid-way left in ``folder`` (``.NAME.*.tmp``)."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"digitdet {args.command}: interrupted (checkpoints written so far are intact; use --resume)",
-              file=sys.stderr)
+        done = ("checkpoints written so far are intact; go on with --resume" if args.command == "train" else
+                "files already written are intact; outputs are written whole or not at all")
+        print(f"digitdet {args.command}: interrupted ({done})", file=sys.stderr)
         return 130

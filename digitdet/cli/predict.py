@@ -9,7 +9,7 @@ from digitdet import distributed
 from digitdet.cli.common import add_device, add_overrides, resolve_device, setup
 from digitdet.data.images import renamed_images
 from digitdet.read.decode import decode_all
-from digitdet.io import write_image_ids_csv
+from digitdet.io import writable_folder, write_image_ids_csv
 from digitdet.read.detector import load_detector
 from digitdet.read.pipeline import predict_folder
 from digitdet.read.submission import write_submission
@@ -39,6 +39,8 @@ def add_parser(sub, name):
 
 def run(args) -> int:
     setup(args)
+    if distributed.is_main():  # before any work: a bad --out is found now, not after the whole folder is read
+        writable_folder(args.out)
     device = distributed.init(resolve_device(args.device))  # torchrun: each process predicts a share
     views = requested_views(args.tta, args.tta_scales)
     if args.backend == "onnxruntime" or (args.backend == "auto" and str(args.weights).endswith(".onnx")):

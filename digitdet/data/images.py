@@ -10,10 +10,13 @@ which turns such photos upright itself; without it a HEIC file is an error that 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger("digitdet")
 
 try:
     from pillow_heif import register_heif_opener
@@ -24,7 +27,7 @@ else:
     HEIF = True
 
 HEIF_SUFFIXES = (".heic", ".heif")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", *HEIF_SUFFIXES)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", *HEIF_SUFFIXES)
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the photo a quarter, swapping width and height
 
 
@@ -42,7 +45,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             return upright_rgb(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 
@@ -88,7 +91,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return (h, w) if _quarter_turned(im) else (w, h)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 
@@ -161,11 +164,25 @@ def list_images(folder: str | Path) -> list[tuple[int, Path]]:
         return [(image_ids([str(folder)])[str(folder)], folder)]
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: no such folder of images (or image file)")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(folder.iterdir())
+    paths = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    _say_what_is_left_out(folder, [p for p in entries if p not in paths and not p.name.startswith(".")])
     if not paths:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     ids = image_ids([str(p) for p in paths], strict=True)
     return sorted((ids[str(p)], p) for p in paths)
+
+
+def _say_what_is_left_out(folder: Path, others: list[Path]) -> None:
+    """Warn, by name, of the files and subfolders of ``folder`` that are not read as photos."""
+    subfolders = [p.name for p in others if p.is_dir()]
+    files = [p.name for p in others if not p.is_dir()]
+    if subfolders:
+        log.warning("%s: %d subfolder(s) not read (%s): photos are read from the folder itself only",
+                    folder, len(subfolders), ", ".join(subfolders[:5]) + (" ..." if len(subfolders) > 5 else ""))
+    if files:
+        log.warning("%s: %d file(s) left out, not photos by their suffix (%s)", folder, len(files),
+                    ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
 
 
 def folder_sizes(folder: str | Path) -> dict[int, tuple[int, int]]:

@@ -10,7 +10,7 @@ import torch
 
 from digitdet.config import Config
 from digitdet.distributed import is_main, load_model_state, main_only, unwrap, world_size
-from digitdet.io import load_checkpoint, save_checkpoint
+from digitdet.io import load_checkpoint, remove_stale_temps, save_checkpoint
 
 log = logging.getLogger("digitdet")
 
@@ -109,7 +109,10 @@ def adapt_to_world(prog: dict, cfg: Config, optimizer, scheduler, steps_per_epoc
 
 
 def start_run(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | None]:
-    """The config to run with and, when resuming, the last checkpoint."""
+    """The config to run with and, when resuming, the last checkpoint (a kill during a save
+    left its temp file: removed)."""
+    for stale in remove_stale_temps(out_dir):
+        log.info("removed %s, left by a run killed while saving", stale)
     if not resume:
         if (out_dir / "last.pt").exists():
             raise ValueError(f"{out_dir}: already holds a run (last.pt); pass --resume to continue it "

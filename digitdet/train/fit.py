@@ -30,6 +30,7 @@ from digitdet.data.coco import DigitDataset, load_coco_digits, split_paths
 from digitdet.data.loaders import EpochSampler, inference_loader, train_loader
 from digitdet.data.transforms import build_transforms
 from digitdet.distributed import broadcast_buffers, is_main, on_main, rank, shard_batches, unwrap, world_size, wrap_model
+from digitdet.io import writable_folder
 from digitdet.models.faster_rcnn import build_model, starts_from_detector
 from digitdet.score.evaluation import evaluate
 from digitdet.train import budget
@@ -245,7 +246,8 @@ def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -
     """Run folder, config (saved as config.yaml, backbone pre-trained first when asked), seeds;
     returns the config to run with, when resuming the last checkpoint, and whether this is the
     start of a fine-tuning run (from a whole detector: lr = finetune_lr)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        writable_folder(out_dir)
     cfg, state = on_main(start_run, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
     if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
         cfg.pretrained = on_main(pretrain_for_run, cfg, data_root, out_dir, device)  # before config.yaml: it records it

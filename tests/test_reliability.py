@@ -1,0 +1,86 @@
+"""Bad input a user can give: one line naming the file and what is wrong, exit 2, nothing lost.
+
+Each case of ../shared/reviews/reliability.md that is handled so far, as the user runs it."""
+import shutil
+
+import pytest
+from PIL import Image
+
+from digitdet.cli import main
+from digitdet.io import read_pred_csv
+
+
+def _one_line(err: str) -> None:
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def _folder(tiny_data, tmp_path, n=3):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((tiny_data / "test").glob("*.png"))[:n]:
+        shutil.copy(p, photos / p.name)
+    return photos
+
+
+def _predict(images, out):
+    return main(["predict", "--images", str(images), "--out", str(out), "--quiet", "--workers", "0", "--device", "cpu"])
+
+
+def test_a_decompression_bomb_reads_minus_one_and_the_run_goes_on(tiny_data, tmp_path, monkeypatch, caplog):
+    photos = _folder(tiny_data, tmp_path)
+    Image.new("RGB", (200, 100), "white").save(photos / "99.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6_000)  # 99.png's 20,000 pixels pass the bomb limit (2x), 95x48 not
+    with caplog.at_level("WARNING", logger="digitdet"):
+        assert _predict(photos, tmp_path / "out") == 0
+    numbers = read_pred_csv(tmp_path / "out" / "pred.csv")
+    assert numbers[99] == "-1" and len(numbers) == 4
+    assert all(n != "-1" for i, n in numbers.items() if i != 99)  # the good photos are read
+    assert "99.png" in caplog.text
+
+
+def test_tif_and_gif_photos_are_read_and_other_files_are_named(tiny_data, tmp_path, caplog):
+    photos = _folder(tiny_data, tmp_path, n=1)
+    first = sorted(photos.iterdir())[0]
+    Image.open(first).save(photos / "50.tif")
+    Image.open(first).convert("P").save(photos / "51.gif")
+    (photos / "notes.txt").write_text("not a photo")
+    (photos / "more").mkdir()
+    with caplog.at_level("WARNING", logger="digitdet"):
+        assert _predict(photos, tmp_path / "out") == 0
+    assert {50, 51} <= set(read_pred_csv(tmp_path / "out" / "pred.csv"))
+    assert "notes.txt" in caplog.text and "more" in caplog.text and "subfolder" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_out_that_is_a_file_fails_before_any_work(tiny_data, tmp_path, capsys, command):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    args = (["predict", "--images", str(tiny_data / "test")] if command == "predict"
+            else ["train", "--data", str(tiny_data)])
+    assert main([*args, "--out", str(taken), "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "taken" in err and "is a file" in err and taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("setting, says", [("batch_size=0", "batch_size must be > 0"),
+                                           ("min_size=0", "min_size must be > 0"),
+                                           ("anchor_sizes=[[12", "not valid YAML"),
+                                           ("backbone=vgg16", "choose one of"),
+                                           ("scheduler=step", "no longer a setting")])
+def test_bad_settings_are_one_line_before_training(tiny_data, tmp_path, capsys, setting, says):
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--quiet", setting]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert says in err
+    assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_a_save_killed_midway_leaves_no_temp_file_behind(tiny_data, tmp_path):
+    from digitdet.config import Config
+    from digitdet.train.checkpoint import start_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    start_run(Config(), run, resume=False)
+    assert list(run.glob(".*.tmp")) == []
