@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,5 +344,8 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         raise ValueError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    if not data and path.parent != CONFIG_DIR:
+        logging.getLogger("digitdet").warning("%s sets nothing: the run uses the built-in defaults (the default "
+                                              "recipe)", path)
     cfg = Config.from_dict(data, source=str(path))
     return cfg.override(overrides or [])

@@ -84,3 +84,32 @@ def test_a_save_killed_midway_leaves_no_temp_file_behind(tiny_data, tmp_path):
     (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     start_run(Config(), run, resume=False)
     assert list(run.glob(".*.tmp")) == []
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda c: c["annotations"].__setitem__(0, "not an object"), "an annotation must be an object"),
+    (lambda c: c["annotations"][0].__setitem__("bbox", [1, 2, float("nan"), 4]), "four finite numbers"),
+    (lambda c: c["annotations"][0].__setitem__("bbox", [1, "2", 3, 4]), "four finite numbers"),
+    (lambda c: c["images"][0].__setitem__("id", "one"), "id must be an integer"),
+    (lambda c: c["images"][0].__setitem__("width", 999), "in the JSON but"),
+])
+def test_bad_annotations_name_the_file_and_record(tiny_data, tmp_path, capsys, change, says):
+    import json
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    coco = json.loads((data / "train.json").read_text())
+    change(coco)
+    (data / "train.json").write_text(json.dumps(coco))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "train.json" in err and says in err
+
+
+def test_an_empty_config_file_says_it_sets_nothing(tmp_path, caplog):
+    from digitdet.config import Config, load_config
+    empty = tmp_path / "mine.yaml"
+    empty.write_text("# nothing yet\n")
+    with caplog.at_level("WARNING", logger="digitdet"):
+        assert load_config(str(empty)) == Config()
+    assert "mine.yaml sets nothing" in caplog.text

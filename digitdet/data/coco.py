@@ -106,10 +106,12 @@ def _read_json(path: Path) -> dict:
 
 def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) -> dict[int, dict]:
     images: dict[int, dict] = {}
-    for im in coco["images"]:
-        if "id" not in im or "file_name" not in im:
-            raise ValueError(f"{ann_file}: image entry {im!r} lacks 'id' or 'file_name'")
-        image_id = int(im["id"])
+    for k, im in enumerate(coco["images"]):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise ValueError(f"{ann_file}: images[{k}] {im!r} is not an entry with 'id' and 'file_name'")
+        image_id = im["id"]
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise ValueError(f"{ann_file}: images[{k}] ({im['file_name']}): id must be an integer, got {image_id!r}")
         if image_id in images:
             raise ValueError(f"{ann_file}: duplicate image id {image_id} "
                              f"({images[image_id]['file_name']} and {im['file_name']})")
@@ -119,8 +121,13 @@ def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) 
         if check or not entry["width"] or not entry["height"]:
             if not path.exists():
                 raise FileNotFoundError(f"{ann_file}: image id {image_id}: file {path} not found")
+            size = image_size(path)
             if not entry["width"] or not entry["height"]:
-                entry["width"], entry["height"] = image_size(path)
+                entry["width"], entry["height"] = size
+            elif (entry["width"], entry["height"]) not in (size, size[::-1]):  # turned: load_annotated says why
+                raise ValueError(f"{ann_file}: image id {image_id} ({im['file_name']}) is {entry['width']}x"
+                                 f"{entry['height']} in the JSON but {size[0]}x{size[1]} in its file; fix the JSON "
+                                 "(or delete width/height to read them from the file)")
         if "letter_boxes" in im:
             entry["letter_boxes"] = _letter_boxes(im["letter_boxes"], entry, f"{ann_file}: image id {image_id}")
         images[image_id] = entry
@@ -144,6 +151,8 @@ def _letter_boxes(boxes, image: dict, where: str) -> list[list[float]]:
 
 def _validate_annotation(a: dict, ann_file: Path, images: dict, seen: set,
                          report: ValidationReport) -> dict | None:
+    if not isinstance(a, dict):
+        raise ValueError(f"{ann_file}: an annotation must be an object with id, image_id, category_id, bbox; got {a!r}")
     aid = a.get("id")
     where = f"{ann_file}: annotation id {aid}"
     if aid in seen:
@@ -155,8 +164,9 @@ def _validate_annotation(a: dict, ann_file: Path, images: dict, seen: set,
     if cat not in L.CATEGORY_IDS:
         raise ValueError(f"{where}: unknown category_id {cat!r} (expected 1..10 for digits 0..9)")
     bbox = a.get("bbox")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise ValueError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)):
+        raise ValueError(f"{where}: bbox must be [x, y, w, h], four finite numbers, got {bbox!r}")
     im = images[a["image_id"]]
     xyxy = xywh_to_xyxy(bbox)
     clipped = clip_xyxy(xyxy, im["width"], im["height"])

@@ -145,7 +145,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict, final: bool, progress: bool)
         metrics, _ = evaluate(model, run.eval_loader, run.dev, run.valid_gt, cfg, progress=progress)
         row.update({k: round(float(metrics[k]), 5) for k in ("map", "ap50", "ap75", "accuracy")})
         value = metrics[cfg.best_metric]
-        if prog.get("start_value") is not None and value < prog["start_value"]:
+        if prog.get("start_value") is not None and value < prog["start_value"] and is_main():
             log.warning("validation %s %.4f is below the %.4f of the model fine-tuning started from: training is "
                         "making it worse (lower finetune_lr, or train on more photos); best.pt keeps the best so far",
                         cfg.best_metric, value, prog["start_value"])
