@@ -204,15 +204,29 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def load_model_state(model: torch.nn.Module, state_dict: dict) -> None:
+def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """Load a checkpoint's weights into ``model``, plain or DDP-wrapped, saved either way.
 
     digitdet saves weights without DDP's ``module.`` prefix (train.model_state); a state dict
     saved by other code straight from a DDP model has it, and it is removed here (on a copy).
+    Weights that do not fit the model (its config names another architecture, or they were
+    edited) are a ValueError naming ``source`` and the first mismatch, not torch's list of keys.
     """
     state_dict = dict(state_dict)
     consume_prefix_in_state_dict_if_present(state_dict, "module.")
-    unwrap(model).load_state_dict(state_dict)
+    try:
+        unwrap(model).load_state_dict(state_dict)
+    except RuntimeError:
+        own = unwrap(model).state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        shape = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+        first = (f"{len(missing)} weights missing (first: {missing[0]})" if missing else
+                 f"{len(unexpected)} weights it does not have (first: {unexpected[0]})" if unexpected else
+                 f"{len(shape)} of another shape (first: {shape[0]}: {tuple(state_dict[shape[0]].shape)} "
+                 f"for {tuple(own[shape[0]].shape)})" if shape else "they do not load")
+        raise ValueError(f"{source}: its weights do not fit the model its config describes: {first}; "
+                         "was the config edited, or saved by another program?") from None
 
 
 def broadcast_buffers(model: torch.nn.Module) -> None:

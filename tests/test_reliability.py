@@ -113,3 +113,40 @@ def test_an_empty_config_file_says_it_sets_nothing(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="digitdet"):
         assert load_config(str(empty)) == Config()
     assert "mine.yaml sets nothing" in caplog.text
+
+
+def test_a_checkpoint_whose_config_names_another_model_is_one_line(tiny_data, tmp_path, capsys):
+
+    from digitdet.io import load_checkpoint, save_checkpoint
+    from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS
+    state = load_checkpoint(BUNDLED_WEIGHTS)
+    state["config"]["backbone"] = "resnet34_fpn"  # the weights are a ResNet-18's
+    save_checkpoint(tmp_path / "edited.pt", state)
+    assert _predict_with(tiny_data, tmp_path, "edited.pt") == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "edited.pt" in err and "do not fit the model its config describes" in err
+
+
+
+def _predict_with(tiny_data, tmp_path, weights):
+    return main(["predict", "--weights", str(tmp_path / weights), "--images", str(tiny_data / "test"),
+                 "--out", str(tmp_path / "out"), "--quiet", "--workers", "0", "--device", "cpu"])
+
+
+@pytest.mark.parametrize("content, says", [(b"PK\x03\x04 truncated", "not a readable torch weights file"),
+                                           ("hostile", "holds objects other than tensors")])
+def test_a_bad_pretrained_file_is_one_line(tiny_data, tmp_path, capsys, content, says):
+    import collections
+
+    import torch
+    bad = tmp_path / "w.pth"
+    if content == "hostile":
+        torch.save({"backbone.x": collections.OrderedDict, "f": print}, bad)  # globals a weights file never holds
+    else:
+        bad.write_bytes(content)
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--quiet", "pretrain_epochs=0",
+                 f"pretrained={bad}", "workers=0"]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "w.pth" in err and says in err and "weights_only=False" not in err

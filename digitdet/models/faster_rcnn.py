@@ -143,6 +143,17 @@ def _build_r50v2(cfg, load_weights: bool) -> nn.Module:
     return model
 
 
+def _load_weights_file(p: Path, name: str):
+    """``torch.load(weights_only=True)`` of a pretrained= file; one clear ValueError when it is
+    truncated, not a torch file, or holds objects that only a full unpickle would build."""
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a malformed file fails anywhere in the unpickler
+        kind = "holds objects other than tensors (loading it could run code)" if "Unsupported global" in str(e) \
+            else "is not a readable torch weights file (truncated, or another format?)"
+        raise ValueError(f"pretrained={name}: {p} {kind}") from None
+
+
 def starts_from_detector(pretrained: str) -> bool:
     """Whether ``pretrained`` names a whole detector (``bundled``, or a file with box-head
     weights): training from it is fine-tuning, not training from a backbone."""
@@ -151,7 +162,7 @@ def starts_from_detector(pretrained: str) -> bool:
     p = BUNDLED_WEIGHTS if pretrained == "bundled" else Path(pretrained)
     if not p.is_file():
         return pretrained == "bundled"  # a missing file is build_model's error to report
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = _load_weights_file(p, pretrained)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     return isinstance(state, dict) and any(str(k).startswith("roi_heads.") for k in state)
@@ -165,10 +176,12 @@ def load_pretrained_file(model: nn.Module, path: str) -> None:
     if not p.exists():
         what = "the bundled model is missing from this install" if path == "bundled" else "file not found"
         raise FileNotFoundError(f"pretrained={path}: {what} ({p}; use none, torchvision, bundled or a .pth path)")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = _load_weights_file(p, path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    if not any(k.startswith("backbone.") for k in state):
+    if not isinstance(state, dict):
+        raise ValueError(f"pretrained={path}: holds a {type(state).__name__}, not a state dict of weights")
+    if not any(str(k).startswith("backbone.") for k in state):
         load_backbone_file(model.backbone, str(p))
         return
     own = model.state_dict()

@@ -31,7 +31,7 @@ def load_detector(weights: str | Path | None, device: torch.device, overrides: l
         cfg.min_size, cfg.max_size = int(decoder["min_size"]), int(decoder["max_size"])
     cfg = cfg.override(overrides or [])
     model = build_model(cfg)
-    load_model_state(model, state["model"])  # also takes weights saved with DDP's "module." prefix
+    load_model_state(model, state["model"], str(path))  # also takes weights saved with DDP's "module." prefix
     return model.to(device).eval(), cfg, decoder
 
 

@@ -62,7 +62,7 @@ def plain_metrics(metrics: dict) -> dict:
 
 
 def restore(state: dict, model, optimizer, scheduler, scaler, ema) -> dict:
-    load_model_state(model, state["model"])
+    load_model_state(model, state["model"], "last.pt")
     if ema is not None:
         if not state.get("ema"):
             raise ValueError("last.pt has no weight average (ema) to resume; it was saved with ema_decay=0")
