@@ -8,7 +8,7 @@ budget on the same threads, then is scored the same way: detections on DATA/vali
 number-reading threshold (digitdet.tune.tune_decoder), and the figures reported are on
 DATA/test (its truth in test_gt.json, as `digitdet synth` writes it): COCO mAP, AP50 and
 whole-number accuracy from digitdet.score.metrics, for every model. With ``--tune-scale`` a digitdet
-recipe's input scale is chosen on DATA/valid too (as `digitdet evaluate --tune-scale`).
+recipe's input scale is chosen on DATA/valid too (as `digitdet tune --scale`).
 ``--eval-only`` scores the runs already in ``--out`` without training.
 
 * digitdet recipes (configs/*.yaml): `fit` with ``time_budget_min`` (what is left of the budget

@@ -33,7 +33,7 @@ from digitdet.score.metrics import coco_map, gt_numbers
 log = logging.getLogger("digitdet")
 
 
-# pred_box_pad values `evaluate --tune-decoder` tries (fractions of the box height a side)
+# pred_box_pad values `digitdet tune` tries (fractions of the box height a side)
 BOX_PADS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14)
 
 
@@ -48,7 +48,7 @@ def tune_box_style(dets: dict, gt: dict, cfg, pads=BOX_PADS) -> dict:
     return {"box_pad": pad, "box_same_height": same, "table": table}
 
 
-# Input scales `evaluate --tune-scale` tries, as multiples of the training min_size: a model
+# Input scales `digitdet tune --scale` tries, as multiples of the training min_size: a model
 # trained at 64 px misses digits that shrink below ~12 px there, and finds them when the image
 # is enlarged a little (bundled model: valid accuracy 0.776 at x1, 0.840 at x1.5).
 SCALE_FACTORS = (1.0, 1.25, 1.5, 1.75)

@@ -150,3 +150,17 @@ def test_a_bad_pretrained_file_is_one_line(tiny_data, tmp_path, capsys, content,
     err = capsys.readouterr().err
     _one_line(err)
     assert "w.pth" in err and says in err and "weights_only=False" not in err
+
+
+def test_broken_training_photos_are_all_named_before_the_first_step(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    photos = sorted((data / "train").glob("*.png"))
+    photos[0].write_bytes(photos[0].read_bytes()[:200])  # truncated
+    photos[1].write_bytes(b"")  # zero bytes
+    photos[2].write_text("this is text")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--quiet", "pretrain_epochs=0"]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "3 of" in err and all(p.name in err for p in photos[:3])
+    assert not (tmp_path / "r" / "last.pt").exists()

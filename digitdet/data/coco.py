@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from digitdet import labels as L
 from digitdet.boxes import clip_xyxy, xywh_to_xyxy
-from digitdet.data.images import exif_quarter_turned, image_size, list_images, load_rgb
+from digitdet.data.images import exif_quarter_turned, image_size, list_images, load_rgb, verified_sizes
 
 
 @dataclass
@@ -105,7 +105,10 @@ def _read_json(path: Path) -> dict:
 
 
 def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) -> dict[int, dict]:
+    """The split's image entries by id; with ``check`` every photo is decoded (in parallel) and its
+    size compared with the JSON's, so a broken file stops the run before its first step."""
     images: dict[int, dict] = {}
+    to_read: list[tuple[dict, Path]] = []
     for k, im in enumerate(coco["images"]):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise ValueError(f"{ann_file}: images[{k}] {im!r} is not an entry with 'id' and 'file_name'")
@@ -121,16 +124,21 @@ def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) 
         if check or not entry["width"] or not entry["height"]:
             if not path.exists():
                 raise FileNotFoundError(f"{ann_file}: image id {image_id}: file {path} not found")
-            size = image_size(path)
-            if not entry["width"] or not entry["height"]:
-                entry["width"], entry["height"] = size
-            elif (entry["width"], entry["height"]) not in (size, size[::-1]):  # turned: load_annotated says why
-                raise ValueError(f"{ann_file}: image id {image_id} ({im['file_name']}) is {entry['width']}x"
-                                 f"{entry['height']} in the JSON but {size[0]}x{size[1]} in its file; fix the JSON "
-                                 "(or delete width/height to read them from the file)")
-        if "letter_boxes" in im:
-            entry["letter_boxes"] = _letter_boxes(im["letter_boxes"], entry, f"{ann_file}: image id {image_id}")
+            to_read.append((entry, path))
         images[image_id] = entry
+    sizes = (verified_sizes([p for _, p in to_read], f"{ann_file}'s images") if check
+             else [image_size(p) for _, p in to_read])
+    for (entry, _), size in zip(to_read, sizes):
+        if not entry["width"] or not entry["height"]:
+            entry["width"], entry["height"] = size
+        elif (entry["width"], entry["height"]) not in (size, size[::-1]):  # turned: load_annotated says why
+            raise ValueError(f"{ann_file}: image id {entry['id']} ({entry['file_name']}) is {entry['width']}x"
+                             f"{entry['height']} in the JSON but {size[0]}x{size[1]} in its file; fix the JSON "
+                             "(or delete width/height to read them from the file)")
+    for im in coco["images"]:
+        if "letter_boxes" in im:
+            entry = images[im["id"]]
+            entry["letter_boxes"] = _letter_boxes(im["letter_boxes"], entry, f"{ann_file}: image id {entry['id']}")
     return images
 
 

@@ -1,9 +1,8 @@
-"""Prediction: a detector from a checkpoint, run over a folder, written as a submission.
+"""A folder of photos through the reader: listed once, batched by shape, read as ``cfg`` says.
 
-``pred.json`` (Task 1) keeps every detection down to ``cfg.pred_score_thresh`` (mAP rewards
-recall); ``pred.csv`` (Task 2) reads numbers with the decoder settings stored with the weights
-(tuned by ``evaluate --tune-decoder``), one row per image of the folder, sorted by id.
-The decoder settings may also carry the input scale to read at (``evaluate --tune-scale``).
+:func:`folder_loader` lists the folder and reads the photos' sizes from their headers;
+:func:`predict_folder` runs the detector (wrapped in zoom-in reading) over it. The numbers are
+read by :func:`digitdet.read.decode.decode_all` and written by :mod:`digitdet.read.submission`.
 """
 from __future__ import annotations
 
