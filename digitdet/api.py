@@ -8,7 +8,9 @@
 
 The model is loaded once; every call batches its photos as ``predict`` does (by shape, at most
 ``batch_size``), runs the same reading (zoom-in, second look, scan) and reads the number with the
-weights' decoder settings, so a photo reads the same number here and in pred.csv. Boxes are xywh
+weights' decoder settings: a folder's photos, given in predict's order, read pred.csv's numbers.
+(A batch is padded to its largest photo, so a photo read in another company can score a hair
+differently, which may flip a digit sitting on a threshold.) Boxes are xywh
 in pixels of the upright photo, as found (pred.json may style them as SVHN's; see Config.pred_box_pad).
 """
 from __future__ import annotations
@@ -118,6 +120,9 @@ class Reader:
             torch.set_num_threads(int(threads))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(weights or "").endswith(".onnx"):
+            raise ValueError(f"{weights}: Reader runs torch checkpoints (.pt); read an ONNX model with "
+                             "`digitdet predict --weights MODEL.onnx`")
         self.device = torch.device(device)
         pairs = [*overrides, *(f"{k}={v}" for k, v in settings.items())]
         self.model, self.cfg, _ = load_detector(weights, self.device, pairs)

@@ -162,15 +162,17 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config", saved: bool = False) -> "Config":
+    def from_dict(cls, d: dict, source: str = "config", saved: bool = False, resuming: bool = False) -> "Config":
         """Build from a dict; unknown keys are an error naming ``source``.
 
         ``saved``: ``d`` is a config a run wrote (a checkpoint's, pred_config.json), maybe by an
         older digitdet: keys it lacks take the values that were in force then
         (:data:`SAVED_BEFORE_DEFAULTS`), and settings that have since become constants are
-        accepted when they hold the constant's value, or only ever mattered to training."""
+        accepted when they hold the constant's value, or only ever mattered to training (not when
+        ``resuming`` that training). Values are checked for user input, not for saved configs.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
-        d = _without_retired(d, source, saved)
+        d = _without_retired(d, source, saved, history=saved and not resuming)
         if saved:
             d = {**{k: v for k, v in SAVED_BEFORE_DEFAULTS.items() if k not in d}, **d}
         unknown = sorted(set(d) - known)
@@ -179,7 +181,8 @@ class Config:
         cfg = cls()
         for k, v in d.items():
             setattr(cfg, k, _coerce(k, v, getattr(cfg, k), source))
-        _validate(cfg, source)
+        if not saved:
+            _validate(cfg, source)
         return cfg
 
     def override(self, pairs: list[str]) -> "Config":
@@ -238,15 +241,16 @@ SAVED_BEFORE_DEFAULTS = {
 }
 
 
-def _without_retired(d: dict, source: str, saved: bool) -> dict:
-    """``d`` less the RETIRED keys; ValueError for one whose value this version cannot honour."""
+def _without_retired(d: dict, source: str, saved: bool, history: bool) -> dict:
+    """``d`` less the RETIRED keys; ValueError for one whose value this version cannot honour
+    (``history``: training-only settings of a finished run need no honouring)."""
     for key in sorted(set(d) & set(RETIRED)):
         value, fixed = d[key], RETIRED[key]
         same = value == fixed or (isinstance(fixed, float) and isinstance(value, (int, float))
                                   and abs(value - fixed) < 1e-9)
-        if not same and not (saved and key in TRAINING_ONLY):
+        if not same and not (history and key in TRAINING_ONLY):
             raise ValueError(f"{source}: {key}={value!r} is no longer a setting: digitdet always uses {fixed!r} "
-                             f"(the saved model needs a digitdet version before 0.2 to read as it was trained)"
+                             f"(a digitdet version before 0.2 reads or resumes it as it was made)"
                              if saved else f"{source}: {key} is no longer a setting (always {fixed!r}); remove it")
     return {k: v for k, v in d.items() if k not in RETIRED}
 
@@ -288,8 +292,6 @@ def _validate(cfg: Config, source: str) -> None:
     for key in FRACTIONS:
         if not 0 <= getattr(cfg, key) <= 1:
             raise ValueError(f"{source}: {key} must be between 0 and 1, got {getattr(cfg, key)!r}")
-    if cfg.max_size < cfg.min_size:
-        raise ValueError(f"{source}: max_size ({cfg.max_size}) must be >= min_size ({cfg.min_size})")
     if not cfg.returned_layers or not all(r in (1, 2, 3, 4) for r in cfg.returned_layers):
         raise ValueError(f"{source}: returned_layers must list ResNet stages 1-4, got {cfg.returned_layers!r}")
 

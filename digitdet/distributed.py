@@ -11,7 +11,7 @@ Conventions the rest of digitdet relies on:
 
 * Files (checkpoints, metrics, TensorBoard, pictures, pred.json/pred.csv) are written by
   rank 0 only (:func:`main_only`, :func:`is_main`); other ranks log warnings and errors only.
-* Decisions every rank must take alike (resume state, best checkpoint, early stop, time
+* Decisions every rank must take alike (resume state, best checkpoint, time
   budget) are made on rank 0 and broadcast (:func:`on_main`, :func:`broadcast_object`), so
   ranks never disagree and then hang in a collective.
 * Inference is sharded by *batch* (:func:`shard_batches`): batches are built over the whole

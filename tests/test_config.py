@@ -82,3 +82,19 @@ def test_configs_saved_by_older_versions_load_as_they_were_trained():
     with pytest.raises(ValueError, match="scheduler is no longer a setting"):
         load_config("default", ["scheduler=step"])  # a user asking for it is told, not ignored
     assert load_config("default", ["norm=bn"]) == Config()  # the constant's own value is harmless
+
+
+def test_resuming_an_old_run_refuses_training_settings_it_can_no_longer_honour():
+    old = {"scheduler": "step", "lr": 0.02}
+    assert Config.from_dict(old, source="last.pt", saved=True).lr == 0.02  # reading its weights: fine
+    with pytest.raises(ValueError, match="last.pt: scheduler='step' is no longer a setting"):
+        Config.from_dict(old, source="last.pt", saved=True, resuming=True)  # training on with them: not
+    assert Config.from_dict({"group_batches": 0}, saved=True).group_batches == 0  # saved values are not re-judged
+
+
+def test_fine_tuning_the_bundle_reads_as_the_bundle_was_tuned():
+    from digitdet.io import load_checkpoint
+    from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS
+    from digitdet.train.fit import _decoder_of
+    assert _decoder_of("bundled") == load_checkpoint(BUNDLED_WEIGHTS)["decoder"]
+    assert _decoder_of("/nonexistent.pth") is None

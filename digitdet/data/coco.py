@@ -113,6 +113,8 @@ def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) 
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise ValueError(f"{ann_file}: images[{k}] {im!r} is not an entry with 'id' and 'file_name'")
         image_id = im["id"]
+        if isinstance(image_id, float) and image_id.is_integer():
+            image_id = int(image_id)  # 17.0, as pandas writes ids
         if isinstance(image_id, bool) or not isinstance(image_id, int):
             raise ValueError(f"{ann_file}: images[{k}] ({im['file_name']}): id must be an integer, got {image_id!r}")
         if image_id in images:

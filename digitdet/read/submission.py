@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitdet.config import Config
+from digitdet.config import DECODER_FIELDS, Config
 from digitdet.io import read_json, write_json, write_pred_csv, write_pred_json
 from digitdet.read.decode import decode_all, pred_results
 
@@ -38,7 +38,12 @@ def config_of_predictions(pred_json) -> Config | None:
     path = Path(pred_json).with_name(PRED_CONFIG)
     if not path.exists():
         return None
-    return Config.from_dict(read_json(path, "prediction config"), source=str(path), saved=True)
+    saved = read_json(path, "prediction config")
+    try:
+        return Config.from_dict(saved, source=str(path), saved=True)
+    except ValueError:  # written by another version: its reading settings are what is needed here
+        keys = set(DECODER_FIELDS.values()) | {"min_size", "decode_line_start_below"}
+        return Config.from_dict({k: v for k, v in saved.items() if k in keys}, source=str(path), saved=True)
 
 
 def decoder_of_predictions(pred_json) -> dict | None:

@@ -27,7 +27,7 @@ def evaluate(model, loader, device, gt: dict, cfg, progress: bool = True) -> tup
 
     Under torchrun each rank passes its share of the batches (distributed.shard_batches) and a
     plain, not DDP-wrapped, model; every rank gets back the detections of the whole split and
-    the metrics rank 0 computed from them, so all ranks take the same best/early-stop decisions.
+    the metrics rank 0 computed from them, so all ranks take the same best.pt decisions.
     """
     out = gather_predictions(predict_batches(model, loader, device, progress=progress, desc="evaluate",
                                              detect=reading_detector(model, cfg, device)))

@@ -122,4 +122,4 @@ def start_run(cfg: Config, out_dir: Path, resume: bool) -> tuple[Config, dict | 
     if not last.exists():
         raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {out_dir})")
     state = load_checkpoint(last)
-    return Config.from_dict(state["config"], source=str(last), saved=True), state
+    return Config.from_dict(state["config"], source=str(last), saved=True, resuming=True), state

@@ -10,7 +10,7 @@ Under ``torchrun`` (see :mod:`digitdet.distributed`) the same function trains wi
 DistributedDataParallel: each process takes every world-th sample of the epoch's permutation
 (``batch_size`` is per process; effective batch = batch_size x world_size x grad_accum; lr
 per ``cfg.lr_scale``), validation is sharded and scored once on rank 0, and rank 0 alone
-writes the run folder and makes the resume / best / early-stop decisions for every rank.
+writes the run folder and makes the resume, best.pt and time-budget decisions for every rank.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from digitdet.data.coco import DigitDataset, load_coco_digits, split_paths
 from digitdet.data.loaders import EpochSampler, inference_loader, train_loader
 from digitdet.data.transforms import build_transforms
 from digitdet.distributed import broadcast_buffers, is_main, on_main, rank, shard_batches, unwrap, world_size, wrap_model
-from digitdet.io import writable_folder
-from digitdet.models.faster_rcnn import build_model, starts_from_detector
+from digitdet.io import load_checkpoint, writable_folder
+from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS, build_model, starts_from_detector
 from digitdet.score.evaluation import evaluate
 from digitdet.train import budget
 from digitdet.train.checkpoint import Checkpointer, adapt_to_world, restore, scaled_lr, start_run
@@ -174,6 +174,15 @@ def end_of_epoch(run: Run, epoch: int, stats: dict, final: bool, progress: bool)
     return row
 
 
+def _decoder_of(pretrained: str) -> dict | None:
+    """The reading settings a detector checkpoint stores (``digitdet tune``'s), or None."""
+    try:
+        state = load_checkpoint(BUNDLED_WEIGHTS if pretrained == "bundled" else pretrained)
+    except (ValueError, FileNotFoundError):  # a bare state dict: no reading settings
+        return None
+    return state.get("decoder") or None
+
+
 def _score_start(run: Run, progress: bool) -> None:
     """Validate the model a fine-tuning run starts from: metrics.csv's epoch 0, and best.pt until
     an epoch beats it, so fine-tuning never hands back a model worse than it was given."""
@@ -246,16 +255,20 @@ def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -
     """Run folder, config (saved as config.yaml, backbone pre-trained first when asked), seeds;
     returns the config to run with, when resuming the last checkpoint, and whether this is the
     start of a fine-tuning run (from a whole detector: lr = finetune_lr)."""
-    if is_main():
-        writable_folder(out_dir)
+    on_main(writable_folder, out_dir)  # rank 0 checks; a failure stops every rank alike
     cfg, state = on_main(start_run, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
     if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
         cfg.pretrained = on_main(pretrain_for_run, cfg, data_root, out_dir, device)  # before config.yaml: it records it
-    finetune = state is None and starts_from_detector(cfg.pretrained)
+    finetune = state is None and on_main(starts_from_detector, cfg.pretrained)  # one answer for every rank
     if finetune and cfg.finetune_lr:
         log.info("fine-tuning the detector of pretrained=%s: lr %g (finetune_lr; lr=%g is for training from scratch)",
                  cfg.pretrained, cfg.finetune_lr, cfg.lr)
         cfg.lr = cfg.finetune_lr  # config.yaml and the checkpoints show the lr that ran
+    start_decoder = on_main(_decoder_of, cfg.pretrained) if finetune else None
+    if start_decoder:  # it is validated, and best.pt saved, reading as the model it starts from did
+        cfg.apply_decoder(start_decoder)
+        log.info("reading as pretrained=%s was tuned to: %s", cfg.pretrained,
+                 {k: v for k, v in cfg.decoder().items() if k != "line_start_side"})
     if is_main():
         (out_dir / "config.yaml").write_text(cfg.dumps())
     log.info("resolved config:\n%s", cfg.dumps())
