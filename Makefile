@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	  echo "install: warning: only $$free GB free on this disk; torch and its CUDA libraries need about 7 GB" >&2; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,onnx,heif]"
+	$(BIN)/pip install -q -e ".[dev,onnx,heif,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "digitdet"
 # lower = nearer the foundations; a module may import its own layer (without a cycle) or lower ones
 LAYERS = {"config": 0, "labels": 0, "boxes": 0, "io": 0, "distributed": 0,
           "data": 1, "synth": 1, "models": 1,
-          "read": 2, "score": 3, "tune": 4, "viz": 5, "train": 6, "cli": 7, "api": 7, "__init__": 8, "__main__": 8}
+          "read": 2, "score": 3, "tune": 4, "viz": 5, "train": 6, "cli": 7, "api": 7, "serve": 7, "__init__": 8, "__main__": 8}
 
 
 def module_name(path: Path) -> str:

@@ -20,6 +20,7 @@ from digitdet.cli import export as _export
 from digitdet.cli import predict as _predict
 from digitdet.cli import pretrain as _pretrain
 from digitdet.cli import read as _read
+from digitdet.cli import serve as _serve
 from digitdet.cli import stats as _stats
 from digitdet.cli import synth as _synth
 from digitdet.cli import train as _train
@@ -29,6 +30,7 @@ from digitdet.train.step import TrainingDiverged
 
 COMMANDS = {
     "read": _read,
+    "serve": _serve,
     "train": _train,
     "evaluate": _evaluate,
     "tune": _tune,
