@@ -26,8 +26,7 @@ from PIL import Image
 from digitdet.data.images import load_rgb, upright_rgb
 from digitdet.data.loaders import inference_loader
 from digitdet.data.transforms import build_transforms
-from digitdet.labels import category_to_digit
-from digitdet.read.decode import read_digits, starts_lines
+from digitdet.read.decode import digits_read
 from digitdet.read.detect import predict_batches
 from digitdet.read.detector import load_detector
 from digitdet.read.zoom import reading_detector
@@ -152,14 +151,6 @@ class Reader:
         return [self._result(dets[i], sizes[i], source, image) for i, (image, source) in enumerate(opened)]
 
     def _result(self, det, size, source, image) -> Result:
-        d = self.decoder
-        boxes, labels, scores = read_digits(*det, score_thresh=d["score_thresh"], iou_thresh=d["iou_thresh"],
-                                            line_thresh=d["line_thresh"],
-                                            line_start=starts_lines(size, d["line_start_side"]))
-        order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")  # left to right, as decode_number
-        digits = [Digit(category_to_digit(int(labels[k])),
-                        tuple(round(float(v), 2) for v in (boxes[k, 0], boxes[k, 1], boxes[k, 2] - boxes[k, 0],
-                                                           boxes[k, 3] - boxes[k, 1])),
-                        round(float(scores[k]), 4)) for k in order]
+        digits = [Digit(digit, tuple(box), score) for digit, box, score in digits_read(det, self.decoder, size)]
         number = "".join(str(g.digit) for g in digits) or None
         return Result(number, digits, size[0], size[1], source, image)

@@ -89,3 +89,16 @@ def test_import_is_light_and_version_is_known(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert digitdet.__version__ in capsys.readouterr().out
+
+
+def test_predict_writes_results_jsonl_beside_the_course_files(tiny_data, tmp_path, reader):
+    assert main(["predict", "--images", str(tiny_data / "test"), "--out", str(tmp_path), "--quiet",
+                 "--workers", "0"]) == 0
+    numbers = read_pred_csv(tmp_path / "pred.csv")
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in rows] == sorted(numbers)
+    items = dict(list_images(tiny_data / "test"))
+    for r in rows:
+        assert (r["number"] or "-1") == numbers[r["image_id"]] and r["file"] == items[r["image_id"]].name
+        assert "".join(str(d["digit"]) for d in r["digits"]) == (r["number"] or "")
+        assert [d["digit"] for d in r["digits"]] == [d.digit for d in reader(items[r["image_id"]]).digits]

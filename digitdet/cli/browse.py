@@ -6,6 +6,7 @@ A split without annotations (test) is shown without boxes.
 """
 from __future__ import annotations
 
+from digitdet.cli.common import add_data, data_of
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.viz.draw import dataset_grid, save_png_atomic
 
@@ -13,7 +14,7 @@ from digitdet.viz.draw import dataset_grid, save_png_atomic
 def add_parser(sub, name):
     p = sub.add_parser(name, help="draw random images of a split with their boxes into one PNG",
                        description=__doc__.splitlines()[0])
-    p.add_argument("data", metavar="DATA", help="dataset folder (DATA/train/, DATA/train.json, ...)")
+    add_data(p, "dataset folder (DATA/train/, DATA/train.json, ...)")
     p.add_argument("--split", default="train", help="train | valid | test (default: train)")
     p.add_argument("--out", required=True, metavar="PNG", help="picture to write")
     p.add_argument("--n", type=int, default=36, help="number of images (default: 36)")
@@ -25,7 +26,7 @@ def add_parser(sub, name):
 def run(args):
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    images_dir, ann_file = split_paths(args.data, args.split)
+    images_dir, ann_file = split_paths(data_of(args), args.split)
     coco = None if ann_file is None else load_coco_digits(ann_file, images_dir, check_images=False)[0]
     grid = dataset_grid(coco, images_dir, n=args.n, seed=args.seed, cell_size=args.cell)
     save_png_atomic(grid, args.out)

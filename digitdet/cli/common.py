@@ -1,6 +1,7 @@
 """Arguments and set-up shared by several subcommands."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 
@@ -42,6 +43,20 @@ def load_split_gt(data, split: str):
     gt, report = load_coco_digits(ann, images_dir)
     logging.getLogger("digitdet").info(report.summary(str(ann)))
     return images_dir, gt
+
+
+def add_data(p, what: str = "dataset folder") -> None:
+    """The dataset as ``--data DATA``, as every subcommand names it (a bare DATA is still taken)."""
+    p.add_argument("data_positional", nargs="?", metavar="DATA", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=what)
+
+
+def data_of(args) -> str:
+    """The dataset given by ``--data`` (or as a bare argument); ValueError when neither."""
+    data = args.data or args.data_positional
+    if not data:
+        raise ValueError("give the dataset with --data DATA")
+    return data
 
 
 def add_overrides(p, example: str = "decode_score_thresh=0.6") -> None:

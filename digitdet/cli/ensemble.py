@@ -14,7 +14,8 @@ def add_parser(sub, name):
     p.add_argument("preds", nargs="+", metavar="PRED_JSON", help="members' pred.json files")
     p.add_argument("--images", required=True, help="the folder the predictions are for (image sizes)")
     p.add_argument("--out", required=True, help="output folder for pred.json and pred.csv")
-    p.add_argument("--weights", type=float, nargs="+", help="one weight per member (default: equal)")
+    p.add_argument("--member-weights", "--weights", dest="weights", type=float, nargs="+",
+                   help="one weight per member (default: equal); not checkpoints, which --weights names elsewhere")
     p.add_argument("--method", choices=METHODS, default="wbf", help="box fusion (default: wbf)")
     p.add_argument("--iou", type=float, default=0.55, help="IoU at which boxes of one digit match (default 0.55)")
     p.add_argument("--skip-box-thr", type=float, default=0.0, help="ignore member boxes scoring below this")

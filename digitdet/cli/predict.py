@@ -12,7 +12,7 @@ from digitdet.read.decode import decode_all
 from digitdet.io import writable_folder, write_image_ids_csv
 from digitdet.read.detector import load_detector
 from digitdet.read.pipeline import predict_folder
-from digitdet.read.submission import write_submission
+from digitdet.read.submission import write_results, write_submission
 from digitdet.read.tta import requested_views, tta_detector
 
 SHOW_NUMBERS = 20  # folders of at most this many photos get their numbers in the printed summary
@@ -61,9 +61,10 @@ def run(args) -> int:
         return 0  # rank 0 writes the one pred.json and pred.csv
     numbers = decode_all(out["detections"], out["image_ids"], cfg.decoder(), out["sizes"])
     json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"], numbers)
+    results = write_results(args.out, out["detections"], out["files"], cfg, out["sizes"])
     summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
                "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
-               "pred_csv": str(csv_path)}
+               "pred_csv": str(csv_path), "results": str(results)}
     names, ids_csv = renamed_images(list(out["files"].items())), csv_path.with_name("image_ids.csv")
     if names:  # photos not named <image_id>.png: say which row is which photo
         write_image_ids_csv(ids_csv, names)

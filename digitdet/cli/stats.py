@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digitdet.cli.common import add_data, data_of
 from digitdet.config import Config, load_config
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.viz.stats import anchor_fit, box_stats, plot_stats, suggest_anchors
@@ -16,7 +17,7 @@ from digitdet.viz.stats import anchor_fit, box_stats, plot_stats, suggest_anchor
 def add_parser(sub, name):
     p = sub.add_parser(name, help="dataset statistics and suggested anchors",
                        description=__doc__.splitlines()[0])
-    p.add_argument("data", metavar="DATA", help="dataset folder, or a COCO json file")
+    add_data(p, "dataset folder, or a COCO json file")
     p.add_argument("--split", default="train", help="split of a dataset folder (default: train)")
     p.add_argument("--out", metavar="PNG", help="also draw the statistics to this PNG")
     p.add_argument("--config", metavar="NAME", help="recipe whose input size and anchors to compare "
@@ -48,7 +49,7 @@ def _fmt(pct: dict | None) -> str:
 def run(args):
     cfg = load_config(args.config) if args.config else Config()
     min_size, max_size = args.min_size or cfg.min_size, args.max_size or cfg.max_size
-    coco = load_annotations(args.data, args.split)
+    coco = load_annotations(data_of(args), args.split)
     st = box_stats(coco)
     print(f"{st['n_images']} images, {st['n_boxes']} digit boxes")
     print("digits per image:", "  ".join(f"{k}: {v}" for k, v in st["digits_per_image"].items()))

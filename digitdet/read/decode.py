@@ -164,6 +164,19 @@ def read_digits(boxes_xyxy, labels, scores, score_thresh: float = 0.5, iou_thres
     return boxes[read], labels[read], scores[read]
 
 
+def digits_read(det, decoder: dict, size=None) -> list[tuple[int, list[float], float]]:
+    """The digits one photo's number is read from, left to right: ``(digit 0-9, box [x, y, w, h]
+    in pixels of the photo, score)`` each; ``det`` is (boxes xyxy, labels, scores), ``decoder``
+    ``Config.decoder()``'s settings, ``size`` the photo's (width, height) (line reading's start rule)."""
+    boxes, labels, scores = read_digits(*det, score_thresh=decoder["score_thresh"], iou_thresh=decoder["iou_thresh"],
+                                        line_thresh=decoder.get("line_thresh", 0.0),
+                                        line_start=starts_lines(size, decoder.get("line_start_side", 0)))
+    order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")  # as read_left_to_right orders them
+    return [(category_to_digit(int(labels[k])),
+             [round(float(v), 2) for v in (boxes[k, 0], boxes[k, 1], boxes[k, 2] - boxes[k, 0], boxes[k, 3] - boxes[k, 1])],
+             round(float(scores[k]), 4)) for k in order]
+
+
 def reading_mask(boxes: np.ndarray, scores: np.ndarray, score_thresh: float, line_thresh: float,
                   line_start: bool = True) -> np.ndarray:
     """Which of one image's boxes (duplicates removed, highest score first) are read: those

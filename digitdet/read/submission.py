@@ -6,11 +6,13 @@ one row per image of the folder, sorted by id.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from digitdet.config import DECODER_FIELDS, Config
-from digitdet.io import read_json, write_json, write_pred_csv, write_pred_json
-from digitdet.read.decode import decode_all, pred_results
+from digitdet.io import atomic_write_bytes, read_json, write_json, write_pred_csv, write_pred_json
+from digitdet.read.decode import decode_all, digits_read, pred_results
+from digitdet.read.detect import empty_detections
 
 PRED_CONFIG = "pred_config.json"
 
@@ -30,6 +32,25 @@ def write_submission(out_dir, detections: dict, image_ids: list[int], cfg: Confi
     write_pred_csv(out_dir / "pred.csv", numbers)
     write_json(out_dir / PRED_CONFIG, cfg.to_dict())
     return out_dir / "pred.json", out_dir / "pred.csv"
+
+
+RESULTS = "results.jsonl"
+
+
+def write_results(out_dir, detections: dict, files: dict, cfg: Config, sizes: dict | None = None) -> Path:
+    """``out_dir/results.jsonl``: one line a photo, sorted by id: ``{"image_id", "file", "number"
+    (null when none), "digits": [{"digit" 0-9, "box" [x, y, w, h] px, "score"}] left to right}``,
+    the digits pred.csv's number was read from. ``files``: ``{image_id: path}``."""
+    decoder, sizes = cfg.decoder(), sizes or {}
+    lines = []
+    for image_id in sorted(files):
+        digits = digits_read(detections.get(image_id, empty_detections()), decoder, sizes.get(image_id))
+        lines.append(json.dumps({"image_id": image_id, "file": Path(files[image_id]).name,
+                                 "number": "".join(str(d) for d, _, _ in digits) or None,
+                                 "digits": [{"digit": d, "box": b, "score": s} for d, b, s in digits]}))
+    path = Path(out_dir) / RESULTS
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
 
 
 def config_of_predictions(pred_json) -> Config | None:
