@@ -164,3 +164,15 @@ def test_broken_training_photos_are_all_named_before_the_first_step(tiny_data, t
     _one_line(err)
     assert "3 of" in err and all(p.name in err for p in photos[:3])
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_a_photo_given_as_weights_and_a_file_given_as_data_say_so(tiny_data, tmp_path, capsys):
+    photo = sorted((tiny_data / "test").glob("*.png"))[0]
+    assert main(["predict", "--weights", str(photo), "--images", str(tiny_data / "test"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "is a photo, not a checkpoint" in err
+    assert main(["train", "--data", str(photo), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "is a file; a dataset is a folder" in err and not (tmp_path / "r").exists()

@@ -51,13 +51,31 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
                TrainingDiverged)
 
 
+# One example a subcommand, shown under its --help (subcommands may give their own).
+EXAMPLES = {
+    "train": "digitdet train --data DATA --out runs/x --config cpu_fast   (go on after a kill: ... --resume)",
+    "evaluate": "digitdet evaluate --weights runs/x/best.pt --data DATA --split valid   (any file: --pred out/pred.json)",
+    "predict": "digitdet predict --images DATA/test --out out/   (one photo: --images door.jpg)",
+    "convert": "digitdet convert svhn --mat train/digitStruct.mat --images train --out DATA/train.json",
+    "stats": "digitdet stats --data DATA --split train --out stats.png",
+    "browse": "digitdet browse --data DATA --split train --out grid.png",
+    "export": "digitdet export --weights runs/x/best.pt --out model.onnx   (then predict --weights model.onnx)",
+    "ensemble": "digitdet ensemble a/pred.json b/pred.json --images DATA/test --out ens/ --member-weights 2 1",
+    "synth": "digitdet synth --out DATA --train 20000 --valid 2000 --test 2000 --seed 0 --workers 2",
+    "visualize": "digitdet visualize --pred out/pred.json --images DATA/valid --gt DATA/valid.json --out pics/",
+    "pretrain": "digitdet pretrain --data DATA --out backbone.pt   (then train ... pretrained=backbone.pt)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitdet", description="Find every digit in a photo (class + box) and read the whole number.")
     parser.add_argument("--version", action="version", version=f"digitdet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
-        module.add_parser(sub, name)
+        p = module.add_parser(sub, name)
+        if p is not None and not p.epilog and name in EXAMPLES:
+            p.epilog = f"example: {EXAMPLES[name]}"
     return parser
 
 

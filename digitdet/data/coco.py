@@ -52,6 +52,9 @@ class ValidationReport:
 def split_paths(data_root: str | Path, split: str) -> tuple[Path, Path | None]:
     """``(images_dir, annotation_file or None)`` of a split of the standard layout."""
     root = Path(data_root)
+    if root.is_file():
+        raise NotADirectoryError(f"{root}: is a file; a dataset is a folder (train/, valid/, test/, train.json, "
+                                 "valid.json)")
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: dataset folder not found (expected train/, valid/, test/, "
                                  f"train.json, valid.json)")

@@ -54,8 +54,10 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     done in this call, as a kill would. Returns ``{"stopped": reason or "", "best": value,
     "best_epoch", "epochs_done", "history"}``.
     """
-    # 1. Config, output folder, seeds.
+    # 1. Config, output folder, seeds (the dataset's folders first: a wrong --data is said before any work).
     out_dir, progress = Path(out_dir), progress and is_main()
+    for split in ("train", "valid"):
+        split_paths(data_root, split)
     cfg, state, finetune = _prepare(cfg, data_root, out_dir, resume, device)
 
     # 2. Data; each rank validates a share of valid, evaluate() gathers.
