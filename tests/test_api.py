@@ -86,9 +86,9 @@ def test_import_is_light_and_version_is_known(capsys):
     code = "import sys, digitdet; print('torch' in sys.modules, digitdet.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", digitdet.__version__]
-    with pytest.raises(SystemExit):
-        main(["--version"])
-    assert digitdet.__version__ in capsys.readouterr().out
+    assert main(["--version"]) == 0 and digitdet.__version__ in capsys.readouterr().out
+    code = "import sys; from digitdet.cli import main; main(['--version']); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()[-1] == "False"
 
 
 def test_predict_writes_results_jsonl_beside_the_course_files(tiny_data, tmp_path, reader):

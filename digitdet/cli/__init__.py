@@ -7,48 +7,25 @@ value) surface as one line ``digitdet: error: ...`` and exit status 2, no traceb
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 from digitdet import __version__
 
-from digitdet.cli import browse as _browse
-from digitdet.cli import convert as _convert
-from digitdet.cli import ensemble as _ensemble
-from digitdet.cli import evaluate as _evaluate
-from digitdet.cli import export as _export
-from digitdet.cli import predict as _predict
-from digitdet.cli import pretrain as _pretrain
-from digitdet.cli import read as _read
-from digitdet.cli import serve as _serve
-from digitdet.cli import stats as _stats
-from digitdet.cli import synth as _synth
-from digitdet.cli import train as _train
-from digitdet.cli import tune as _tune
-from digitdet.cli import visualize as _visualize
-from digitdet.train.step import TrainingDiverged
-
-COMMANDS = {
-    "read": _read,
-    "serve": _serve,
-    "train": _train,
-    "evaluate": _evaluate,
-    "tune": _tune,
-    "predict": _predict,
-    "convert": _convert,
-    "stats": _stats,
-    "browse": _browse,
-    "export": _export,
-    "ensemble": _ensemble,
-    "synth": _synth,
-    "visualize": _visualize,
-    "pretrain": _pretrain,
-}
+# The subcommands, in the order --help lists them: name -> module of digitdet.cli. Imported when the
+# command line is parsed, not when digitdet.cli is: `digitdet --version` needs none of them (nor torch).
+COMMAND_NAMES = ("read", "serve", "train", "evaluate", "tune", "predict", "convert", "stats", "browse", "export",
+                 "ensemble", "synth", "visualize", "pretrain")
 
 
-# Errors a user can act on: printed as one line (no traceback), exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               TrainingDiverged)
+def commands() -> dict:
+    """``{name: module}`` of every subcommand (each with ``add_parser`` and ``run``)."""
+    return {name: importlib.import_module(f"digitdet.cli.{name}") for name in COMMAND_NAMES}
+
+
+# Errors a user can act on: printed as one line (no traceback), exit status 2 (TrainingDiverged too).
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 # One example a subcommand, shown under its --help (subcommands may give their own).
@@ -72,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="digitdet", description="Find every digit in a photo (class + box) and read the whole number.")
     parser.add_argument("--version", action="version", version=f"digitdet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for name, module in commands().items():
         p = module.add_parser(sub, name)
         if p is not None and not p.epilog and name in EXAMPLES:
             p.epilog = f"example: {EXAMPLES[name]}"
@@ -80,10 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # at once: no subcommand, no torch
+        print(f"digitdet {__version__}")
+        return 0
     args = build_parser().parse_args(argv)
+    from digitdet.train.step import TrainingDiverged  # torch is imported by now, with the subcommands
+
     try:
-        return int(COMMANDS[args.command].run(args) or 0)
-    except USER_ERRORS as e:
+        return int(commands()[args.command].run(args) or 0)
+    except (*USER_ERRORS, TrainingDiverged) as e:
         print(f"digitdet {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `digitdet read photos/ | head`: the reader of our output left

@@ -21,6 +21,10 @@ from digitdet.read.zoom import reading_detector
 log = logging.getLogger("digitdet")
 
 
+# Folders of fewer photos are read without DataLoader worker processes.
+FEW_PHOTOS = 64
+
+
 def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
     """(ImageFolderDataset, loader batching images of similar shape, at most
     ``loaders.MAX_BATCH_PIXELS`` pixels a batch: a folder of phone photos reads one at a time,
@@ -31,6 +35,8 @@ def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
     ranks' predictions with distributed.gather_predictions. Single process: every batch.
     """
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
+    if len(ds.items) < FEW_PHOTOS:
+        workers = 0  # starting worker processes costs more than reading a handful of photos
     sizes = {}
     for image_id, p in ds.items:
         try:
