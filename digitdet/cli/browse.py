@@ -16,7 +16,7 @@ def add_parser(sub, name):
                        description=__doc__.splitlines()[0])
     add_data(p, "dataset folder (DATA/train/, DATA/train.json, ...)")
     p.add_argument("--split", default="train", help="train | valid | test (default: train)")
-    p.add_argument("--out", required=True, metavar="PNG", help="picture to write")
+    p.add_argument("--png", "--out", dest="out", required=True, metavar="PNG", help="picture file to write")
     p.add_argument("--n", type=int, default=36, help="number of images (default: 36)")
     p.add_argument("--seed", type=int, default=0, help="which random images (default: 0)")
     p.add_argument("--cell", type=int, default=256, help="grid cell size in px (default: 256)")

@@ -25,7 +25,7 @@ def add_parser(sub, name):
     p.add_argument("--number-fusion", choices=NUMBER_FUSIONS, default="vote",
                    help="vote (default): weighted vote over the members' own numbers, ties -> boxes; "
                         "boxes: read the fused boxes that a weighted majority of members found")
-    p.add_argument("--decode-thresh", type=float, default=None,
+    p.add_argument("--decode-score-thresh", "--decode-thresh", dest="decode_thresh", type=float, default=None,
                    help="score a box needs to count as a read digit, members and fused boxes alike (plain "
                         "reading); default: each member reads as its `digitdet predict` did (the "
                         "pred_config.json beside its pred.json: tuned threshold, line reading), else 0.5")

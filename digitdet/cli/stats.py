@@ -19,7 +19,7 @@ def add_parser(sub, name):
                        description=__doc__.splitlines()[0])
     add_data(p, "dataset folder, or a COCO json file")
     p.add_argument("--split", default="train", help="split of a dataset folder (default: train)")
-    p.add_argument("--out", metavar="PNG", help="also draw the statistics to this PNG")
+    p.add_argument("--png", "--out", dest="out", metavar="PNG", help="also draw the statistics to this PNG file")
     p.add_argument("--config", metavar="NAME", help="recipe whose input size and anchors to compare "
                    "(default: the built-in defaults)")
     p.add_argument("--min-size", type=int, help="model input short side (default: the config's)")

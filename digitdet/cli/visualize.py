@@ -17,7 +17,7 @@ from digitdet.viz.report import write_prediction_pictures
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="pictures of predictions: OUT/grid.png and OUT/images/<id>.png",
-                       description="Draw the boxes read (score >= --decode-thresh), their digits and scores, "
+                       description="Draw the boxes read (score >= --decode-score-thresh), their digits and scores, "
                                    "and the number read on each image; the truth beside it in green with --gt.")
     p.add_argument("--pred", required=True, help="pred.json (COCO results)")
     p.add_argument("--images", required=True,
@@ -25,7 +25,7 @@ def add_parser(sub, name):
     p.add_argument("--gt", help="COCO annotation file of these images (drawn beside the predictions)")
     p.add_argument("--n", type=int, default=36, help="number of images drawn (a seeded sample; default 36)")
     p.add_argument("--seed", type=int, default=0, help="which sample of images")
-    p.add_argument("--decode-thresh", type=float,
+    p.add_argument("--decode-score-thresh", "--decode-thresh", dest="decode_thresh", type=float,
                    help="score a box needs to be read and drawn; default: the threshold `digitdet predict` read "
                         "pred.csv with (its pred_config.json beside pred.json), else 0.5")
     p.add_argument("--decode-iou", type=float,
