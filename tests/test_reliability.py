@@ -176,3 +176,19 @@ def test_a_photo_given_as_weights_and_a_file_given_as_data_say_so(tiny_data, tmp
     err = capsys.readouterr().err
     _one_line(err)
     assert "is a file; a dataset is a folder" in err and not (tmp_path / "r").exists()
+
+
+def test_a_huge_photo_is_read_reduced_and_its_boxes_come_back_in_its_pixels(tiny_data, tmp_path, monkeypatch):
+    import digitdet.data.images as images
+    from digitdet.io import read_pred_json
+    photos = _folder(tiny_data, tmp_path, n=1)
+    small = sorted(photos.iterdir())[0]
+    Image.open(small).resize((95 * 4, 48 * 4), Image.Resampling.BICUBIC).save(photos / "7.jpg", quality=95)
+    assert _predict(photos, tmp_path / "full") == 0
+    monkeypatch.setattr(images, "READ_SIDE_LIMIT", 200)  # 380 x 192 is "huge" now: read at 200 x 101
+    monkeypatch.setattr(images.load_rgb_within, "__defaults__", (200,))
+    assert _predict(photos, tmp_path / "reduced") == 0
+    full, reduced = (read_pred_csv(tmp_path / d / "pred.csv") for d in ("full", "reduced"))
+    assert full[7] == reduced[7] != "-1"
+    boxes = [r["bbox"] for r in read_pred_json(tmp_path / "reduced" / "pred.json") if r["image_id"] == 7 and r["score"] > 0.5]
+    assert max(x + w for x, _, w, _ in boxes) > 200  # in the photo's 380-px frame, not the reduced one's

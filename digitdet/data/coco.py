@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from digitdet import labels as L
 from digitdet.boxes import clip_xyxy, xywh_to_xyxy
-from digitdet.data.images import exif_quarter_turned, image_size, list_images, load_rgb, verified_sizes
+from digitdet.data.images import (exif_quarter_turned, image_size, list_images, load_rgb, load_rgb_within,
+                                  verified_sizes)
 
 
 @dataclass
@@ -267,7 +268,8 @@ class DigitDataset(Dataset):
 
 
 class ImageFolderDataset(Dataset):
-    """Unannotated folder (the test split): item i -> (image tensor, {"image_id": int}).
+    """Unannotated folder (the test split): item i -> (image tensor, {"image_id": int}), and
+    ``"scale": (sx, sy)`` for a photo read reduced (images.load_rgb_within).
 
     A file that cannot be read yields ``None`` for the image so prediction can report it
     by name and go on; see :func:`collate`.
@@ -283,11 +285,11 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int):
         image_id, path = self.items[i]
         try:
-            image = load_rgb(path)
+            image, scale = load_rgb_within(path)
         except ValueError as e:
             return None, {"image_id": image_id, "error": str(e)}
         img, _ = self.transforms(image, {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)})
-        return img, {"image_id": image_id}
+        return img, {"image_id": image_id, **({"scale": scale} if scale != (1.0, 1.0) else {})}
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -50,6 +50,37 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 
+# Photos are read for prediction with their long side at most this many pixels: the model never
+# reads a photo at more than zoom_scan x max_size (1,792 px for the bundle), and a 12000 x 12000
+# photo read whole took 6.3 GB. Boxes are mapped back to the photo's own pixels.
+READ_SIDE_LIMIT = 6000
+
+
+def load_rgb_within(path: str | Path, max_side: int = READ_SIDE_LIMIT) -> tuple[Image.Image, tuple[float, float]]:
+    """:func:`load_rgb`, its long side reduced to at most ``max_side`` px (a JPEG is decoded
+    reduced, so its full size never sits in memory); returns (image, (sx, sy)): multiply x, y in
+    the image by these to get pixels of the photo."""
+    path = _readable_kind(path)
+    try:
+        with Image.open(path) as im:
+            turned, quarter = _orientation(im) != 1, _quarter_turned(im)
+            w, h = im.size
+            if max(w, h) > max_side:
+                f = max_side / max(w, h)
+                im.draft("RGB", (max(1, round(w * f)), max(1, round(h * f))))  # JPEG: decode at 1/2, 1/4, 1/8
+            im.load()
+            im = _to_rgb(ImageOps.exif_transpose(im) if turned else im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    full = (h, w) if quarter else (w, h)  # the photo's upright size
+    if max(im.size) > max_side:
+        f = max_side / max(im.size)
+        im = im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.Resampling.BOX)
+    return im, (full[0] / im.size[0], full[1] / im.size[1])
+
+
 def upright_rgb(im: Image.Image) -> Image.Image:
     """An opened image (a file's, or one in memory) as 8-bit RGB, its EXIF orientation applied,
     as :func:`load_rgb` reads files."""

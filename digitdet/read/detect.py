@@ -39,6 +39,9 @@ def predict_batches(model, loader, device, progress: bool = True, desc: str = "p
         if not ok:
             continue
         for i, d in zip(ok, detect([images[i] for i in ok])):
+            if "scale" in targets[i]:  # a huge photo read reduced: boxes back to its own pixels
+                sx, sy = targets[i]["scale"]
+                d = ((d[0] * np.array([sx, sy, sx, sy])).astype(d[0].dtype), *d[1:])
             dets[int(targets[i]["image_id"])] = d
         n += len(ok)
     return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
