@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
 log = logging.getLogger("digitdet")
 
@@ -146,10 +148,6 @@ def decoded_size(path: str | Path) -> tuple[int, int]:
 def verified_sizes(paths: list[Path], what: str, progress: bool | None = None) -> list[tuple[int, int]]:
     """:func:`decoded_size` of every path, on every core (about 3,600 SVHN-size photos/s on 2),
     with a progress bar on a terminal; every unreadable photo is listed in one ValueError."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     def one(p):
         try:
             return decoded_size(p)
