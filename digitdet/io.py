@@ -19,6 +19,7 @@ Readers validate and raise ``ValueError`` naming the file and the offending reco
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
 import io
 import json
@@ -55,6 +56,30 @@ _UMASK = _read_umask()
 
 # ---- atomic writes -----------------------------------------------------------------------
 
+# While written_together() is open: the (temp file, final path) pairs waiting to replace their files.
+_PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("digitdet_pending_writes", default=None)
+
+
+@contextlib.contextmanager
+def written_together():
+    """Atomic writes inside the block replace their files only when the whole block succeeds,
+    one after another at its end: a run that fails while writing its outputs (or is stopped)
+    leaves the previous run's set whole, never a new file beside an old one."""
+    pending: list = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for tmp, path in pending:
+        os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def _atomic_open(path):
     """Yield a binary file object whose contents replace ``path`` only if the block succeeds."""
@@ -68,7 +93,11 @@ def _atomic_open(path):
             os.fsync(f.fileno())
         # mkstemp creates 0600; give the file the permissions a plain open() would have.
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        pending = _PENDING.get()
+        if pending is None:
+            os.replace(tmp, path)
+        else:
+            pending.append((tmp, path))  # written_together() replaces it with the others
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -192,3 +192,20 @@ def test_a_huge_photo_is_read_reduced_and_its_boxes_come_back_in_its_pixels(tiny
     assert full[7] == reduced[7] != "-1"
     boxes = [r["bbox"] for r in read_pred_json(tmp_path / "reduced" / "pred.json") if r["image_id"] == 7 and r["score"] > 0.5]
     assert max(x + w for x, _, w, _ in boxes) > 200  # in the photo's 380-px frame, not the reduced one's
+
+
+def test_predict_outputs_are_replaced_as_one_set(tmp_path):
+    from digitdet.io import write_json, write_pred_csv, written_together
+    write_pred_csv(tmp_path / "pred.csv", {1: "12"})
+    write_json(tmp_path / "pred_config.json", {"run": "old"})
+    with pytest.raises(RuntimeError):
+        with written_together():
+            write_pred_csv(tmp_path / "pred.csv", {1: "99"})
+            raise RuntimeError("killed while writing the second file")
+    assert read_pred_csv(tmp_path / "pred.csv") == {1: "12"}  # the old set, whole
+    assert list(tmp_path.glob(".*.tmp")) == []
+    with written_together():
+        write_pred_csv(tmp_path / "pred.csv", {1: "99"})
+        write_json(tmp_path / "pred_config.json", {"run": "new"})
+        assert read_pred_csv(tmp_path / "pred.csv") == {1: "12"}  # nothing replaced until the set is written
+    assert read_pred_csv(tmp_path / "pred.csv") == {1: "99"}

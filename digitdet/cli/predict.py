@@ -9,7 +9,7 @@ from digitdet import distributed
 from digitdet.cli.common import add_device, add_overrides, resolve_device, setup
 from digitdet.data.images import renamed_images
 from digitdet.read.decode import decode_all
-from digitdet.io import writable_folder, write_image_ids_csv
+from digitdet.io import writable_folder, written_together, write_image_ids_csv
 from digitdet.read.detector import load_detector
 from digitdet.read.pipeline import predict_folder
 from digitdet.read.submission import write_results, write_submission
@@ -60,8 +60,10 @@ def run(args) -> int:
     if not distributed.is_main():
         return 0  # rank 0 writes the one pred.json and pred.csv
     numbers = decode_all(out["detections"], out["image_ids"], cfg.decoder(), out["sizes"])
-    json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"], numbers)
-    results = write_results(args.out, out["detections"], out["files"], cfg, out["sizes"])
+    with written_together():  # pred.json, pred.csv, pred_config.json and results.jsonl replace the old set at once
+        json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"],
+                                               numbers)
+        results = write_results(args.out, out["detections"], out["files"], cfg, out["sizes"])
     summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
                "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
                "pred_csv": str(csv_path), "results": str(results)}
