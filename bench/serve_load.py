@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from digitdet.serve.app import free_port, wait_until_up
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "svhn_real_dev" / "valid"
 
@@ -42,19 +43,12 @@ def main(argv=None) -> int:
     if not photos:
         print(f"bench/serve_load.py: no photos in {args.photos}; pass --photos DIR")
         return 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "digitdet", "serve", "--port", str(port),
                                "--threads", str(args.threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_up(url, 120)
         bodies = [q.read_bytes() for q in photos]
         httpx.post(f"{url}/v1/read", content=bodies[0], timeout=60)  # warm-up
         rss_before = rss_mb(server.pid)

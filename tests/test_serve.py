@@ -2,9 +2,7 @@
 the page in a real headless Chromium (skipped where Debian's chromium + chromium-driver are absent)."""
 import io
 import shutil
-import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,32 +15,21 @@ from digitdet.data.images import list_images
 from digitdet.io import read_pred_csv
 
 uvicorn = pytest.importorskip("uvicorn")
-from digitdet.serve.app import create_app  # noqa: E402
+from digitdet.serve.app import create_app, free_port, wait_until_up  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "runs" / "test-artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server():
     """A real uvicorn server on 127.0.0.1 in a thread, small limits to test them: (base URL)."""
     app = create_app(digitdet.Reader(device="cpu", threads=1), max_bytes=200_000, max_pixels=1_000_000)
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    wait_until_up(url, 30)
     yield url
     srv.should_exit = True
     thread.join(timeout=10)

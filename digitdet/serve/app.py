@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -105,6 +108,26 @@ def create_app(reader: Reader, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
         return resources.files("digitdet.serve").joinpath("page.html").read_text()
 
     return app
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for tests and benchmarks on loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, seconds: float = 60.0) -> None:
+    """Poll ``url``/health until the service answers 200; TimeoutError when it has not in ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise TimeoutError(f"{url}: the service did not answer /health within {seconds:g} s")
 
 
 def app_from_env() -> FastAPI:
