@@ -24,8 +24,7 @@ from pathlib import Path
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.data.images import load_rgb
 from digitdet.io import read_json, read_pred_csv, read_pred_json, write_json
-from digitdet.read.decode import group_by_image
-from digitdet.read.detect import empty_detections
+from digitdet.read.decode import empty_detections, group_by_image
 from digitdet.read.submission import config_of_predictions
 from digitdet.score.metrics import classify_error, coco_map, gt_numbers, number_errors, sequence_accuracy
 from digitdet.viz.draw import image_grid, save_png_atomic

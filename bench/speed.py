@@ -202,7 +202,8 @@ def yolo_steps():
 
 def onnx_steps(model, cfg, threads: int, folder: Path):
     """(infer(batch), note) for ``model`` exported to ONNX and run by ONNX Runtime."""
-    from digitdet.read.onnx import OnnxDetector, export_onnx
+    from digitdet.read.export import export_onnx
+    from digitdet.read.onnx import OnnxDetector
 
     path = export_onnx(model, cfg, {}, folder / "default.onnx")
     detector = OnnxDetector(path, threads)

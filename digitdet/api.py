@@ -6,12 +6,16 @@
     result.digits                               # [Digit(digit=4, box=(x, y, w, h), score=0.98), ...] left to right
     results = reader(["a.jpg", "b.png"], batch_size=32)   # a list in, a list out
 
-The model is loaded once; every call batches its photos as ``predict`` does (by shape, at most
-``batch_size``), runs the same reading (zoom-in, second look, scan) and reads the number with the
-weights' decoder settings: a folder's photos, given in predict's order, read pred.csv's numbers.
-(A batch is padded to its largest photo, so a photo read in another company can score a hair
-differently, which may flip a digit sitting on a threshold.) Boxes are xywh
-in pixels of the upright photo, as found (pred.json may style them as SVHN's; see Config.pred_box_pad).
+The model is loaded once. With the bundled model on the CPU (the default) it is read by ONNX
+Runtime, without importing torch (``backend="auto"``; :func:`digitdet.read.onnx.choose_backend`):
+one photo at a time, as ``predict`` reads it with the same backend. A checkpoint (.pt), a GPU
+or ``backend="torch"`` read with torch, which batches photos as ``predict`` does (by shape, at
+most ``batch_size``; a batch is padded to its largest photo, so a photo read in another company
+can score a hair differently, which may flip a digit sitting on a threshold). Either way the
+reading is the same (zoom-in, second look, scan) and the number is read with the weights'
+decoder settings: a folder's photos, given in predict's order, read pred.csv's numbers. Boxes
+are xywh in pixels of the upright photo, as found (pred.json may style them as SVHN's; see
+Config.pred_box_pad).
 """
 from __future__ import annotations
 
@@ -20,17 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from digitdet.data.images import load_rgb, upright_rgb
-from digitdet.data.loaders import inference_loader
-from digitdet.data.transforms import build_transforms
 from digitdet.read.decode import digits_read
-from digitdet.read.detect import predict_batches
-from digitdet.read.detector import load_detector
+from digitdet.read.onnx import choose_backend, load_onnx_detector
+from digitdet.read.stream import read_stream
 from digitdet.read.zoom import reading_detector
-from digitdet.viz.draw import draw_boxes
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Result:
 
     def plot(self) -> Image.Image:
         """The photo with the digits read drawn on it and the number below."""
+        from digitdet.viz.draw import draw_boxes  # matplotlib: only when a picture is drawn
+
         if self.image is None:
             raise ValueError("this result holds no photo to draw on")
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in self.digits)]).reshape(-1, 4)
@@ -72,16 +74,21 @@ class Result:
         return path
 
 
-class _Photos(torch.utils.data.Dataset):
-    """Photos in memory as predict's dataset yields them: (tensor, {"image_id": index})."""
+class _Photos:
+    """Photos in memory as predict's dataset yields them (a map-style dataset for torch's
+    DataLoader): (tensor, {"image_id": index})."""
 
     def __init__(self, images: list[Image.Image]):
+        from digitdet.data.transforms import build_transforms
+
         self.images, self.transform = images, build_transforms("none", train=False)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
+        import torch
+
         img, _ = self.transform(self.images[i], {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)})
         return img, {"image_id": i}
 
@@ -109,22 +116,33 @@ def open_photo(photo) -> tuple[Image.Image, str | None]:
 class Reader:
     """A model loaded once, reading numbers from photos (module docstring).
 
-    ``weights``: a checkpoint (None: the bundled model); ``device``: "cpu", "cuda" or "auto";
-    ``threads``: CPU threads for torch (None: leave torch's setting); ``settings``: config
+    ``weights``: a checkpoint (.pt) or a model written by ``digitdet export`` (.onnx); None:
+    the bundled model. ``device``: "cpu", "cuda" or "auto"; ``threads``: CPU threads (None:
+    the cores this process may use for ONNX Runtime, torch's own setting for torch);
+    ``backend``: "auto", "torch" or "onnxruntime" (module docstring); ``settings``: config
     overrides such as ``decode_score_thresh=0.6`` (as ``key=value`` strings or keywords).
     """
 
-    def __init__(self, weights=None, device: str = "auto", threads: int | None = None, *overrides: str, **settings):
-        if threads:
-            torch.set_num_threads(int(threads))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if str(weights or "").endswith(".onnx"):
-            raise ValueError(f"{weights}: Reader runs torch checkpoints (.pt); read an ONNX model with "
-                             "`digitdet predict --weights MODEL.onnx`")
-        self.device = torch.device(device)
+    def __init__(self, weights=None, device: str = "auto", threads: int | None = None, *overrides: str,
+                 backend: str = "auto", **settings):
+        self.backend = choose_backend(backend, weights, device)
         pairs = [*overrides, *(f"{k}={v}" for k, v in settings.items())]
-        self.model, self.cfg, _ = load_detector(weights, self.device, pairs)
+        if self.backend == "onnxruntime":
+            if device not in ("auto", "cpu"):
+                raise ValueError(f"--device {device}: the onnxruntime backend runs on the CPU; use --backend torch")
+            self.device = "cpu"
+            self.model, self.cfg, _ = load_onnx_detector(weights, int(threads or 0), pairs)
+        else:
+            import torch  # the torch backend only
+
+            from digitdet.read.detector import load_detector
+
+            if threads:
+                torch.set_num_threads(int(threads))
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.device = torch.device(device)
+            self.model, self.cfg, _ = load_detector(weights, self.device, pairs)
         self.detect = reading_detector(self.model, self.cfg, self.device)
         self.decoder = self.cfg.decoder()
 
@@ -146,8 +164,15 @@ class Reader:
             return []
         images = [im for im, _ in opened]
         sizes = [im.size for im in images]
-        loader = inference_loader(_Photos(images), [w / h for w, h in sizes], batch_size, 0, [w * h for w, h in sizes])
-        dets = predict_batches(self.model, loader, self.device, progress=False, detect=self.detect)["detections"]
+        if self.backend == "onnxruntime":
+            dets = read_stream(self.detect, list(enumerate(images)))["detections"]
+        else:
+            from digitdet.data.loaders import inference_loader
+            from digitdet.read.detect import predict_batches
+
+            loader = inference_loader(_Photos(images), [w / h for w, h in sizes], batch_size, 0,
+                                      [w * h for w, h in sizes])
+            dets = predict_batches(self.model, loader, self.device, progress=False, detect=self.detect)["detections"]
         return [self._result(dets[i], sizes[i], source, image) for i, (image, source) in enumerate(opened)]
 
     def _result(self, det, size, source, image) -> Result:

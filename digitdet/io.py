@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from digitdet.labels import CATEGORY_IDS
 
@@ -191,6 +190,8 @@ def save_checkpoint(path, state: dict) -> None:
     if missing:
         raise ValueError(f"checkpoint state for {path} lacks key(s) {missing}; "
                          f"a digitdet checkpoint holds {list(CHECKPOINT_KEYS)}")
+    import torch  # here, not at the top: reading with onnxruntime writes files without torch
+
     with _atomic_open(path) as f:
         torch.save(state, f)
 
@@ -209,6 +210,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif"):
         raise ValueError(f"{path}: is a photo, not a checkpoint; read it with `digitdet read {path}` "
                          "(or give its folder to --images)")
+    import torch
+
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

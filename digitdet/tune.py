@@ -17,6 +17,7 @@ import numpy as np
 
 from digitdet.read.decode import (
     as_detections,
+    empty_detections,
     gt_sizes,
     no_start_ids,
     pred_results,
@@ -24,7 +25,7 @@ from digitdet.read.decode import (
     reading_mask,
     suppress_duplicates,
 )
-from digitdet.read.detect import empty_detections, predict_batches
+from digitdet.read.detect import predict_batches
 from digitdet.read.detector import at_scale, load_detector
 from digitdet.read.pipeline import folder_loader
 from digitdet.read.zoom import reading_detector

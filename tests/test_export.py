@@ -1,4 +1,5 @@
-"""ONNX export: the exported graph gives the PyTorch model's detections; export + predict CLI."""
+"""ONNX export: the exported graph gives the PyTorch model's detections, at any input scale; export + predict CLI;
+the bundled model's graph and the torch-free reading path."""
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from digitdet.cli import main  # noqa: E402
 from digitdet.config import load_config  # noqa: E402
 from digitdet.io import read_pred_csv, read_pred_json, save_checkpoint  # noqa: E402
 from digitdet.models.faster_rcnn import build_model  # noqa: E402
-from digitdet.read.detector import load_detector  # noqa: E402
+from digitdet.read.detector import at_scale, load_detector  # noqa: E402
 from digitdet.read.onnx import METADATA_CONFIG, load_onnx_detector  # noqa: E402
 
 # Small input and few proposals keep export and inference quick; a score threshold of 0 makes
@@ -20,6 +21,12 @@ from digitdet.read.onnx import METADATA_CONFIG, load_onnx_detector  # noqa: E402
 TINY = ["min_size=64", "max_size=160", "fpn_channels=32", "representation_size=64",
         "rpn_pre_nms_top_n_test=100", "rpn_post_nms_top_n_test=20", "box_score_thresh=0.0",
         "box_detections_per_img=10"]
+
+
+def torchy(detections: list[tuple]) -> list[dict]:
+    """The ONNX detector's (boxes, labels, scores) numpy tuples as torchvision's dicts of tensors."""
+    return [{"boxes": torch.from_numpy(b), "labels": torch.from_numpy(labels), "scores": torch.from_numpy(s)}
+            for b, labels, s in detections]
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +58,28 @@ def test_onnx_matches_pytorch_on_images_of_different_shapes(exported):
         # One image per call on both sides: in a batch torchvision pads images to a common
         # size, which changes the features near the borders (batched != unbatched).
         expected = [model([im])[0] for im in images]
-    for got, want in zip(detector(images), expected):
+    for got, want in zip(torchy(detector(images)), expected):
         assert len(want["boxes"]) > 0
         assert got["boxes"].shape == want["boxes"].shape
         np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-4)
         np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
         assert torch.equal(got["labels"], want["labels"])
+
+
+def test_the_graph_reads_at_any_input_scale_as_torch_does(exported):
+    """The input scale is a graph input: zoom-in reading's second look and scan run on the graph."""
+    ckpt, onnx_path = exported
+    model, cfg, _ = load_detector(ckpt, torch.device("cpu"))
+    detector, _, _ = load_onnx_detector(onnx_path, threads=2)
+    g = torch.Generator().manual_seed(3)
+    images = [torch.rand((3, h, w), generator=g) for h, w in ((48, 120), (70, 90))]
+    for factor in (2.0, 3.0):
+        with torch.inference_mode(), at_scale(model, round(cfg.min_size * factor), round(cfg.max_size * factor)):
+            expected = [model([im])[0] for im in images]
+        for got, want in zip(torchy(detector.at(factor)(images)), expected):
+            assert len(want["boxes"]) > 0 and torch.equal(got["labels"], want["labels"])
+            np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-4)
+            np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
 
 
 def test_onnx_metadata_carries_config_and_decoder(exported):
@@ -73,8 +96,10 @@ def test_onnx_metadata_carries_config_and_decoder(exported):
 def test_settings_baked_into_the_graph_cannot_be_overridden(exported):
     _, onnx_path = exported
     load_onnx_detector(onnx_path, overrides=["pred_score_thresh=0.2"])  # post-processing: allowed
+    detector, cfg, _ = load_onnx_detector(onnx_path, overrides=["min_size=128"])  # the scale is a graph input
+    assert (detector.min_size, cfg.min_size) == (128, 128)
     with pytest.raises(ValueError, match="re-export"):
-        load_onnx_detector(onnx_path, overrides=["min_size=128"])
+        load_onnx_detector(onnx_path, overrides=["rpn_post_nms_top_n_test=5"])
 
 
 def test_predict_with_onnxruntime_writes_the_same_files_as_torch(exported, tiny_data, tmp_path):
@@ -82,10 +107,10 @@ def test_predict_with_onnxruntime_writes_the_same_files_as_torch(exported, tiny_
     images = str(tiny_data / "test")
     common = ["--images", images, "--quiet", "--workers", "0", "--threads", "2"]
     assert main(["predict", "--weights", str(onnx_path), "--out", str(tmp_path / "ort"), *common]) == 0
-    # --batch-size 1 like the ONNX graph: in a batch torchvision pads, which shifts scores slightly;
-    # no second look at photos where nothing was found: the graph's input scale is frozen
+    # --batch-size 1 like the ONNX graph: in a batch torchvision pads, which shifts scores slightly.
+    # The second look included: the graph takes its input scale.
     assert main(["predict", "--weights", str(ckpt), "--backend", "torch", "--batch-size", "1",
-                 "--out", str(tmp_path / "pt"), *common, "zoom_empty_scale=0"]) == 0
+                 "--out", str(tmp_path / "pt"), *common]) == 0
     ort_json, pt_json = read_pred_json(tmp_path / "ort" / "pred.json"), read_pred_json(tmp_path / "pt" / "pred.json")
     assert len(ort_json) == len(pt_json) > 0
     key = lambda r: (r["image_id"], -r["score"])  # noqa: E731
@@ -100,7 +125,7 @@ def test_predict_with_onnxruntime_writes_the_same_files_as_torch(exported, tiny_
 def _exported(tmp_path, settings: list[str], prepare=None):
     """(random-weight model, its ONNX detector, one test image) for TINY + ``settings``;
     ``prepare(model)`` runs on the weights (without gradients) before the export."""
-    from digitdet.read.onnx import export_onnx
+    from digitdet.read.export import export_onnx
 
     torch.manual_seed(0)
     cfg = load_config("cpu_fast", TINY + settings)
@@ -124,7 +149,7 @@ def test_the_letter_class_is_dropped_in_the_exported_graph_too(tmp_path):
         model.roi_heads.drop_label = None
         raw = model(images)[0]
     assert (raw["labels"] == L.LETTER).any() and len(want["labels"]) < len(raw["labels"])
-    got = detector(images)[0]
+    got = torchy(detector(images))[0]
     assert L.LETTER not in got["labels"].tolist()
     assert torch.equal(got["labels"], want["labels"])
     np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
@@ -137,7 +162,7 @@ def test_box_refinement_is_traced_into_the_exported_graph(tmp_path):
         model.roi_heads.refine_steps = 0
         unrefined = model(images)[0]
     assert not torch.allclose(want["boxes"], unrefined["boxes"], atol=1e-2)  # the step moves boxes
-    got = detector(images)[0]
+    got = torchy(detector(images))[0]
     assert torch.equal(got["labels"], want["labels"])
     np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-2)
     np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-3)
@@ -147,4 +172,55 @@ def test_box_refinement_of_no_detections_runs_in_the_exported_graph(tmp_path):
     model, detector, images = _exported(tmp_path, ["box_refine=1", "box_score_thresh=0.999"])  # nothing passes
     with torch.inference_mode():
         assert len(model(images)[0]["boxes"]) == 0
-    assert detector(images)[0]["boxes"].shape == (0, 4)
+    assert torchy(detector(images))[0]["boxes"].shape == (0, 4)
+
+
+def test_the_bundled_graph_is_the_bundled_checkpoint_exported():
+    """digitdet/assets/digitdet_synth.onnx comes from digitdet_synth.pt (tools/bundle_model.py writes both)."""
+    from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS
+    from digitdet.read.export import file_sha256
+    from digitdet.read.onnx import BUNDLED_ONNX, METADATA_SOURCE
+
+    detector, cfg, decoder = load_onnx_detector(None)
+    assert detector.path == BUNDLED_ONNX and detector.scalable
+    assert detector.metadata[METADATA_SOURCE] == file_sha256(BUNDLED_WEIGHTS)
+    _, torch_cfg, torch_decoder = load_detector(None, torch.device("cpu"))
+    assert cfg == torch_cfg and decoder == torch_decoder
+
+
+def test_the_default_backend_reads_a_folder_as_torch_does(pillow_numbers, tmp_path):
+    """The bundled model, default backend (onnxruntime) against torch one photo at a time: the same
+    numbers and boxes, the second look included (photos where the first look finds nothing)."""
+    common = ["--images", str(pillow_numbers / "test"), "--quiet", "--workers", "0", "--threads", "2"]
+    assert main(["predict", "--out", str(tmp_path / "ort"), *common]) == 0
+    assert main(["predict", "--backend", "torch", "--batch-size", "1", "--out", str(tmp_path / "pt"), *common]) == 0
+    ort_csv, pt_csv = read_pred_csv(tmp_path / "ort" / "pred.csv"), read_pred_csv(tmp_path / "pt" / "pred.csv")
+    assert len(ort_csv) == 20 and ort_csv == pt_csv
+    assert sum(v != -1 for v in ort_csv.values()) >= 10  # numbers were read, not just -1s compared
+    key = lambda r: (r["image_id"], -r["score"])  # noqa: E731
+    ort_json = sorted(read_pred_json(tmp_path / "ort" / "pred.json"), key=key)
+    pt_json = sorted(read_pred_json(tmp_path / "pt" / "pred.json"), key=key)
+    assert [r["category_id"] for r in ort_json] == [r["category_id"] for r in pt_json]
+    np.testing.assert_allclose([r["bbox"] for r in ort_json], [r["bbox"] for r in pt_json], atol=0.05)
+
+
+def test_reading_with_onnxruntime_imports_no_torch(pillow_numbers, tmp_path):
+    import subprocess
+    import sys
+
+    photo = sorted((pillow_numbers / "test").iterdir())[0]
+    code = ("import sys; from digitdet.cli import main; "
+            f"assert main(['read', {str(photo)!r}]) == 0; "
+            f"assert main(['predict', '--images', {str(photo)!r}, '--out', {str(tmp_path / 'out')!r}, '--quiet']) == 0; "
+            "import digitdet; digitdet.Reader()(" + repr(str(photo)) + "); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_two_size_nudges_agree():
+    from digitdet.models.transform import SIZE_NUDGE
+    from digitdet.read import onnx
+
+    assert onnx.SIZE_NUDGE == SIZE_NUDGE

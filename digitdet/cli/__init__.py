@@ -13,15 +13,38 @@ import sys
 
 from digitdet import __version__
 
-# The subcommands, in the order --help lists them: name -> module of digitdet.cli. Imported when the
-# command line is parsed, not when digitdet.cli is: `digitdet --version` needs none of them (nor torch).
-COMMAND_NAMES = ("read", "serve", "train", "evaluate", "tune", "predict", "convert", "stats", "browse", "export",
-                 "ensemble", "synth", "visualize", "pretrain")
+# The subcommands, in the order --help lists them, with their one-line help. A command's module is
+# imported only when it runs (or shows its own --help): `digitdet --version`, `--help` and `read`
+# with the onnxruntime backend import no torch.
+COMMANDS = {
+    "read": "print the number read in each photo (files, folders, globs)",
+    "serve": "serve POST /v1/read and a page to try it in a browser (offline)",
+    "train": "train a detector (writes last.pt, best.pt, metrics.csv, config.yaml)",
+    "evaluate": "mAP, AP50, AP75, APs/m/l, number accuracy and error breakdown on a split",
+    "tune": "choose the number-reading thresholds and pred.json's box style on a split, and write them "
+            "into the weights file (predict then reads with them)",
+    "predict": "write OUT/pred.json and OUT/pred.csv for a folder of images (or one image)",
+    "convert": "convert annotations: SVHN digitStruct -> COCO, COCO <-> YOLO txt",
+    "stats": "dataset statistics and suggested anchors",
+    "browse": "draw random images of a split with their boxes into one PNG",
+    "export": "export a checkpoint to ONNX, read by the onnxruntime backend (no torch)",
+    "ensemble": "fuse pred.json files (WBF, NMS, ...) into OUT/pred.json and OUT/pred.csv",
+    "synth": "render the synthetic house-number dataset",
+    "visualize": "pictures of predictions: OUT/grid.png and OUT/images/<id>.png",
+    "pretrain": "pre-train a backbone as a digit classifier on crops of the training boxes (minutes on a CPU); "
+                "then: digitdet train ... pretrained=FILE",
+}
+COMMAND_NAMES = tuple(COMMANDS)
 
 
 def commands() -> dict:
     """``{name: module}`` of every subcommand (each with ``add_parser`` and ``run``)."""
-    return {name: importlib.import_module(f"digitdet.cli.{name}") for name in COMMAND_NAMES}
+    return {name: command(name) for name in COMMAND_NAMES}
+
+
+def command(name: str):
+    """The module of subcommand ``name`` (``add_parser(sub, name)`` and ``run(args)``)."""
+    return importlib.import_module(f"digitdet.cli.{name}")
 
 
 # Errors a user can act on: printed as one line (no traceback), exit status 2 (TrainingDiverged too).
@@ -44,16 +67,37 @@ EXAMPLES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Helped:
+    """The subparsers action as a command's ``add_parser`` sees it: its help line comes from COMMANDS."""
+
+    def __init__(self, sub, help: str):
+        self.sub, self.help = sub, help
+
+    def add_parser(self, name: str, **kwargs):
+        return self.sub.add_parser(name, help=self.help, **kwargs)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only`` the name of a command, only that command's module is
+    imported (the others are listed with their help line); ``only=""``: none is."""
     parser = argparse.ArgumentParser(
         prog="digitdet", description="Find every digit in a photo (class + box) and read the whole number.")
     parser.add_argument("--version", action="version", version=f"digitdet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in commands().items():
-        p = module.add_parser(sub, name)
+    for name, help in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help, add_help=False)
+            continue
+        p = command(name).add_parser(_Helped(sub, help), name)
         if p is not None and not p.epilog and name in EXAMPLES:
             p.epilog = f"example: {EXAMPLES[name]}"
     return parser
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """An error a user can act on: USER_ERRORS, and a training run's TrainingDiverged."""
+    step = sys.modules.get("digitdet.train.step")  # loaded by the commands that train
+    return isinstance(e, USER_ERRORS) or (step is not None and isinstance(e, step.TrainingDiverged))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--version"]:  # at once: no subcommand, no torch
         print(f"digitdet {__version__}")
         return 0
-    args = build_parser().parse_args(argv)
-    from digitdet.train.step import TrainingDiverged  # torch is imported by now, with the subcommands
-
+    named = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(named if named in COMMANDS else "").parse_args(argv)
     try:
-        return int(commands()[args.command].run(args) or 0)
-    except (*USER_ERRORS, TrainingDiverged) as e:
+        return int(command(args.command).run(args) or 0)
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
         print(f"digitdet {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `digitdet read photos/ | head`: the reader of our output left

@@ -12,8 +12,7 @@ from digitdet.viz.draw import dataset_grid, save_png_atomic
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="draw random images of a split with their boxes into one PNG",
-                       description=__doc__.splitlines()[0])
+    p = sub.add_parser(name, description=__doc__.splitlines()[0])
     add_data(p, "dataset folder (DATA/train/, DATA/train.json, ...)")
     p.add_argument("--split", default="train", help="train | valid | test (default: train)")
     p.add_argument("--png", "--out", dest="out", required=True, metavar="PNG", help="picture file to write")

@@ -1,33 +1,42 @@
-"""Arguments and set-up shared by several subcommands."""
+"""Arguments and set-up shared by several subcommands.
+
+torch is imported by the functions that need it, not here: `digitdet read` and `predict` with
+the onnxruntime backend run without it.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-
-import torch
-
-from digitdet.data.coco import load_coco_digits, split_paths
 
 
 def add_device(p) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (default: all cores)")
+                   help="CPU threads (default: the cores this process may use)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def setup(args) -> None:
-    """Logging to stderr as plain lines; CPU thread count."""
+def setup(args, torch_threads: bool = True) -> None:
+    """Logging to stderr as plain lines; torch's CPU thread count (``torch_threads``: see :func:`set_torch_threads`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
-    elif os.cpu_count():
-        torch.set_num_threads(os.cpu_count())
+    if torch_threads:
+        set_torch_threads(getattr(args, "threads", 0))
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def set_torch_threads(threads: int = 0) -> None:
+    """torch's intra-op threads: ``threads``, or every core this process may use."""
+    import torch
+
+    from digitdet.read.onnx import default_threads
+
+    torch.set_num_threads(threads or default_threads())
+
+
+def resolve_device(name: str = "auto"):
+    """The torch.device ``--device`` names (auto: cuda when torch sees a GPU)."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -37,6 +46,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def load_split_gt(data, split: str):
     """(images folder, COCO dict) of an annotated split of dataset ``data``, its load report logged."""
+    from digitdet.data.coco import load_coco_digits, split_paths
+
     images_dir, ann = split_paths(data, split)
     if ann is None:
         raise FileNotFoundError(f"no annotations for split {split!r} in {data} (expected {split}.json)")

@@ -17,8 +17,7 @@ from digitdet.io import write_json
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="convert annotations: SVHN digitStruct -> COCO, COCO <-> YOLO txt",
-                       description=__doc__.splitlines()[0])
+    p = sub.add_parser(name, description=__doc__.splitlines()[0])
     fmt = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     s = fmt.add_parser("svhn", help="SVHN digitStruct.mat (or its JSON box list) -> COCO json")
     s.add_argument("--mat", required=True, metavar="FILE",

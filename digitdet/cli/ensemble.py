@@ -8,8 +8,7 @@ from digitdet.read.fusion import CONF_TYPES, METHODS
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="fuse pred.json files (WBF, NMS, ...) into OUT/pred.json and OUT/pred.csv",
-                       description="Fuse the pred.json files of several models (same image folder) with "
+    p = sub.add_parser(name, description="Fuse the pred.json files of several models (same image folder) with "
                                    "ensemble-boxes; read each image's number with --number-fusion.")
     p.add_argument("preds", nargs="+", metavar="PRED_JSON", help="members' pred.json files")
     p.add_argument("--images", required=True, help="the folder the predictions are for (image sizes)")

@@ -24,7 +24,7 @@ log = logging.getLogger("digitdet")
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="mAP, AP50, AP75, APs/m/l, number accuracy and error breakdown on a split")
+    p = sub.add_parser(name)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", help="checkpoint (best.pt / last.pt); default: the bundled model")
     src.add_argument("--pred", help="score this pred.json instead of running a model; numbers are read with the "

@@ -2,32 +2,31 @@
 from __future__ import annotations
 
 import json
+import os
 
-import torch
-
-from digitdet import distributed
-from digitdet.cli.common import add_device, add_overrides, resolve_device, setup
+from digitdet.cli.common import add_device, add_overrides, setup
 from digitdet.data.images import renamed_images
+from digitdet.io import writable_folder, write_image_ids_csv, written_together
 from digitdet.read.decode import decode_all
-from digitdet.io import writable_folder, written_together, write_image_ids_csv
-from digitdet.read.detector import load_detector
-from digitdet.read.pipeline import predict_folder
+from digitdet.read.onnx import BACKENDS, choose_backend, load_onnx_detector
+from digitdet.read.stream import read_folder
 from digitdet.read.submission import write_results, write_submission
-from digitdet.read.tta import requested_views, tta_detector
 
 SHOW_NUMBERS = 20  # folders of at most this many photos get their numbers in the printed summary
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="write OUT/pred.json and OUT/pred.csv for a folder of images (or one image)")
-    p.add_argument("--weights", help="checkpoint; default: the small model bundled with digitdet")
+    p = sub.add_parser(name)
+    p.add_argument("--weights", help="checkpoint (.pt) or exported model (.onnx); default: the small model "
+                                     "bundled with digitdet")
     p.add_argument("--images", required=True,
                    help="folder of images named <image_id>.png (or one image file); other names are numbered, "
                         "see OUT/image_ids.csv")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
-                   help="auto (default): onnxruntime for a .onnx --weights (from `digitdet export`), else torch")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default): onnxruntime (no torch) for the bundled model on the CPU and for a .onnx "
+                        "(from `digitdet export`); torch for a .pt, a GPU, --tta and torchrun")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: scales x0.8/1/1.25 + a half-stride shift, fused with WBF (4x slower)")
     p.add_argument("--tta-scales", metavar="S[,S...]",
@@ -38,27 +37,54 @@ def add_parser(sub, name):
 
 
 def run(args) -> int:
-    setup(args)
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    tta = bool(args.tta or args.tta_scales)
+    backend = args.backend
+    if backend == "auto" and not str(args.weights or "").endswith(".onnx") and (tta or torchrun):
+        backend = "torch"  # test-time views rescale a torch model's input; torchrun shares work between torch processes
+    backend = choose_backend(backend, args.weights, args.device)
+    setup(args, torch_threads=backend == "torch")
+    if backend == "torch":
+        out, cfg = _predict_torch(args)
+        if out is None:
+            return 0  # not rank 0 under torchrun: rank 0 writes the one pred.json and pred.csv
+    else:
+        if tta:
+            raise ValueError("--tta and --tta-scales need the torch backend (they rescale the model's input); "
+                             "drop them, or give --backend torch")
+        if args.device not in ("auto", "cpu"):
+            raise ValueError(f"--device {args.device}: the onnxruntime backend runs on the CPU; "
+                             f"give --backend torch and a .pt")
+        writable_folder(args.out)  # before any work: a bad --out is found now, not after the whole folder is read
+        model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
+        out = read_folder(model, cfg, args.images, progress=not args.quiet)
+    return _write(args, out, cfg)
+
+
+def _predict_torch(args):
+    """(predict_folder's output, Config) with torch, each torchrun process reading a share;
+    (None, cfg) on every process but rank 0 once the shares are gathered."""
+    from digitdet import distributed
+    from digitdet.cli.common import resolve_device
+    from digitdet.read.detector import load_detector
+    from digitdet.read.pipeline import predict_folder
+    from digitdet.read.tta import requested_views, tta_detector
+
     if distributed.is_main():  # before any work: a bad --out is found now, not after the whole folder is read
         writable_folder(args.out)
     device = distributed.init(resolve_device(args.device))  # torchrun: each process predicts a share
     views = requested_views(args.tta, args.tta_scales)
-    if args.backend == "onnxruntime" or (args.backend == "auto" and str(args.weights).endswith(".onnx")):
-        if views:
-            raise ValueError("--tta and --tta-scales need the torch backend (they rescale the model's input); "
-                             "drop them or use a .pt")
-        from digitdet.read.onnx import load_onnx_detector  # optional dependency: the onnx extra
-        model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
-        device = torch.device("cpu")
-    else:
-        model, cfg, _ = load_detector(args.weights, device, args.overrides)
+    model, cfg, _ = load_detector(args.weights, device, args.overrides)
     workers = args.workers if args.workers is not None else cfg.workers
     progress = not args.quiet and distributed.is_main()
     detect = tta_detector(model, device, views) if views else None
     out = predict_folder(model, cfg, args.images, device, args.batch_size, workers, progress, detect=detect)
     out = distributed.gather_predictions(out)  # every rank's share; unchanged in a single process
-    if not distributed.is_main():
-        return 0  # rank 0 writes the one pred.json and pred.csv
+    return (out if distributed.is_main() else None), cfg
+
+
+def _write(args, out: dict, cfg) -> int:
+    """pred.json, pred.csv, pred_config.json and results.jsonl (one set), image_ids.csv; the summary printed."""
     numbers = decode_all(out["detections"], out["image_ids"], cfg.decoder(), out["sizes"])
     with written_together():  # pred.json, pred.csv, pred_config.json and results.jsonl replace the old set at once
         json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"],

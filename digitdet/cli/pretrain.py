@@ -8,8 +8,7 @@ from digitdet.train.pretrain import pretrain_backbone
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="pre-train a backbone as a digit classifier on crops of the training boxes "
-                                  "(minutes on a CPU); then: digitdet train ... pretrained=FILE")
+    p = sub.add_parser(name)
     p.add_argument("--data", required=True, help="dataset folder (train/ + train.json, valid/ + valid.json)")
     p.add_argument("--out", required=True, help="weights file to write, e.g. runs/backbone.pt")
     p.add_argument("--backbone", default="resnet18_fpn", help="the detector backbone it is for (resnet*/mobilenet)")

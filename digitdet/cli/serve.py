@@ -7,8 +7,7 @@ from digitdet.cli.common import setup
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="serve POST /v1/read and a page to try it in a browser (offline)",
-                       description="An HTTP service around the reader: POST a photo to /v1/read (multipart field "
+    p = sub.add_parser(name, description="An HTTP service around the reader: POST a photo to /v1/read (multipart field "
                                    "'image', or the raw bytes) for the number and its digits; GET / is a page to try "
                                    "it; GET /health; OpenAPI docs at /docs.",
                        epilog="example: digitdet serve --port 8000   then open http://127.0.0.1:8000/ , or "

@@ -15,8 +15,7 @@ from digitdet.viz.stats import anchor_fit, box_stats, plot_stats, suggest_anchor
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="dataset statistics and suggested anchors",
-                       description=__doc__.splitlines()[0])
+    p = sub.add_parser(name, description=__doc__.splitlines()[0])
     add_data(p, "dataset folder, or a COCO json file")
     p.add_argument("--split", default="train", help="split of a dataset folder (default: train)")
     p.add_argument("--png", "--out", dest="out", metavar="PNG", help="also draw the statistics to this PNG file")

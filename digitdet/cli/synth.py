@@ -5,8 +5,7 @@ import json
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="render the synthetic house-number dataset",
-                       description="Render realistic synthetic house numbers: DATA/{train,valid,test}/<id>.png, "
+    p = sub.add_parser(name, description="Render realistic synthetic house numbers: DATA/{train,valid,test}/<id>.png, "
                                    "DATA/train.json, DATA/valid.json, DATA/test_gt.json (COCO).")
     p.add_argument("--out", required=True, metavar="DATA", help="output folder")
     p.add_argument("--train", type=int, default=3000, metavar="N",

@@ -15,8 +15,7 @@ log = logging.getLogger("digitdet")
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="train a detector (writes last.pt, best.pt, metrics.csv, config.yaml)",
-                       description="Train on DATA/train (+ train.json), validating on DATA/valid every epoch.")
+    p = sub.add_parser(name, description="Train on DATA/train (+ train.json), validating on DATA/valid every epoch.")
     p.add_argument("--data", required=True, help="dataset folder: train/, valid/, train.json, valid.json")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
     p.add_argument("--config", default="default", help="recipe name (default, cpu_fast, seed_r50v2, ...) or YAML file")

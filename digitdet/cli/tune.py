@@ -20,9 +20,7 @@ TUNED_KEYS = ("score_thresh", "iou_thresh", "line_thresh", "box_pad", "box_same_
 
 def add_parser(sub, name):
     p = sub.add_parser(
-        name, help="choose the number-reading thresholds and pred.json's box style on a split, and write them "
-                   "into the weights file (predict then reads with them)",
-        description="Choose the number-reading score and line thresholds (best accuracy) and the style of "
+        name, description="Choose the number-reading score and line thresholds (best accuracy) and the style of "
                     "pred.json's boxes (pad, one height per photo: best mAP) on an annotated split, and WRITE them "
                     "into the checkpoint's decoder settings, which predict and evaluate read with. Tune on "
                     "validation photos, never on those you report.",

@@ -16,8 +16,7 @@ from digitdet.viz.report import write_prediction_pictures
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="pictures of predictions: OUT/grid.png and OUT/images/<id>.png",
-                       description="Draw the boxes read (score >= --decode-score-thresh), their digits and scores, "
+    p = sub.add_parser(name, description="Draw the boxes read (score >= --decode-score-thresh), their digits and scores, "
                                    "and the number read on each image; the truth beside it in green with --gt.")
     p.add_argument("--pred", required=True, help="pred.json (COCO results)")
     p.add_argument("--images", required=True,

@@ -27,7 +27,6 @@ import numpy as np
 
 from digitdet.boxes import area_xyxy, iou_xyxy, pad_xyxy, same_height_xyxy, xyxy_to_xywh
 from digitdet.labels import NO_NUMBER, category_to_digit
-from digitdet.read.detect import empty_detections
 
 # Line reading: a box joins the digits read when, against one of them, its height is within
 # LINE_HEIGHT_RATIO of that digit's, its vertical centre within LINE_CENTRE_OFFSET of that
@@ -39,6 +38,11 @@ LINE_CENTRE_OFFSET = 0.35
 LINE_GAP = 0.6
 # pred.json keeps at most this many boxes a photo (COCO evaluates 100; photos hold 1-5 digits)
 PRED_MAX_PER_IMAGE = 30
+
+
+def empty_detections() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's detections when there are none: boxes (0, 4), labels (0,), scores (0,)."""
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
 def _as_numpy(x, dtype) -> np.ndarray:

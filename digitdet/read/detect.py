@@ -58,7 +58,3 @@ def model_detections(model, images: list, device) -> list[tuple[np.ndarray, np.n
         outs = model([im.to(device, non_blocking=True) for im in images])
     return [(o["boxes"].float().cpu().numpy(), o["labels"].cpu().numpy(), o["scores"].float().cpu().numpy())
             for o in outs]
-
-
-def empty_detections() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)

@@ -41,8 +41,7 @@ from digitdet.boxes import iou_xyxy
 from digitdet.data.images import folder_sizes
 from digitdet.io import read_pred_json, write_pred_csv, write_pred_json
 from digitdet.labels import NO_NUMBER
-from digitdet.read.decode import decode_all, decode_number, detections_to_results, group_by_image
-from digitdet.read.detect import empty_detections
+from digitdet.read.decode import decode_all, decode_number, detections_to_results, empty_detections, group_by_image
 from digitdet.read.fusion import check_weights, fuse_detections
 from digitdet.read.submission import decoder_of_predictions
 

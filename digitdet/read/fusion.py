@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from ensemble_boxes import nms, non_maximum_weighted, soft_nms, weighted_boxes_fusion
 
-from digitdet.read.detect import empty_detections
+from digitdet.read.decode import empty_detections
 
 METHODS = ("wbf", "nms", "soft_nms", "nmw")
 

@@ -1,80 +1,43 @@
-"""ONNX export of the whole detector and an ONNX Runtime backend that stands in for it.
+"""The ONNX Runtime backend: a model written by ``digitdet export`` read with numpy, Pillow and onnxruntime only.
 
-The exported graph is torchvision's Faster R-CNN end to end (normalise + resize, backbone,
-RPN, RoI heads, per-class NMS, boxes scaled back to the input image):
+No torch here: ``import torch`` alone takes seconds and most of a GB, so reading a photo this way
+starts in a fraction of that (the graph and how it is written: :mod:`digitdet.read.export`).
 
-* input ``image``: float32 (3, H, W), RGB in [0, 1], any H and W (dynamic axes), ONE image
-  per call: torchvision's detector loops over the images of a batch in Python, so a traced
-  graph would fix the batch size to the one it was traced with.
-* outputs ``boxes`` float32 (N, 4) xyxy in pixels of the input image, ``labels`` int64 (N,)
-  category ids 1..10, ``scores`` float32 (N,), best first; N <= box_detections_per_img.
-
-The checkpoint's config and tuned decoder travel in the model's ``metadata_props``
-(``digitdet_config``, ``digitdet_decoder``: JSON), so ``predict --backend onnxruntime``
-rebuilds everything from the .onnx file alone, like ``load_detector`` does from a .pt.
-Settings used inside the graph (input scale, proposals, box_score_thresh, ...) are frozen
-at export; only the post-processing settings in ``POST_MODEL_KEYS`` can still be changed.
+A graph of this format takes the input scale with each image (``min_size``, ``max_size``), so
+zoom-in reading's second look and scan (:mod:`digitdet.read.zoom`) read what the torch path
+reads. Graphs of format 1 (the scale frozen at export) still load; they read at their one scale.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
-import warnings
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from digitdet.config import Config
-from digitdet.io import atomic_write_bytes
 
 METADATA_CONFIG = "digitdet_config"
 METADATA_DECODER = "digitdet_decoder"
 METADATA_FORMAT = "digitdet_onnx_format"
-FORMAT_VERSION = "1"
-# Torchvision's detection ops need opset >= 11; 17 is well supported by onnxruntime 1.2x+.
-DEFAULT_OPSET = 17
-# Config keys read after the model has run (pred.json / pred.csv writing): free to override.
+METADATA_SOURCE = "digitdet_source_sha256"  # sha256 of the checkpoint the weights were exported from
+FORMAT_VERSION = "2"  # 2: min_size and max_size are graph inputs; 1: image only, the scale frozen
+# Config keys read after the model has run, or by the reading around it: free to override.
 POST_MODEL_KEYS = ("pred_score_thresh", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh", "workers",
-                   "zoom_read", "zoom_empty_scale")
+                   "zoom_read", "zoom_empty_scale", "zoom_scan", "pred_box_pad", "pred_box_same_height")
+# ... and, for a graph whose scale is an input, the input scale itself.
+SCALE_KEYS = ("min_size", "max_size")
+# The bundled model as an ONNX graph, exported from digitdet_synth.pt (tools/bundle_model.py writes
+# both; a test checks that this one is that one's): the default backend reads it without torch.
+BUNDLED_ONNX = Path(__file__).resolve().parents[1] / "assets" / "digitdet_synth.onnx"
+BACKENDS = ("auto", "torch", "onnxruntime")
+# Relative nudge of the resize factor, as digitdet.models.transform.SIZE_NUDGE (kept in step by a test).
+SIZE_NUDGE = 1.0 + 1e-6
 
 
-def export_onnx(model: torch.nn.Module, cfg: Config, decoder: dict, out_path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export ``model`` (a digitdet detector, any device) to ``out_path`` with cfg + decoder in metadata.
-
-    Uses the TorchScript-based exporter (``dynamo=False``): torchvision's detection models
-    are written for it (``torchvision._is_tracing()`` branches in the transform and the
-    RoI heads); the dynamo exporter does not handle their data-dependent shapes. Returns
-    the path written (atomically).
-    """
-    onnx = _require("onnx")
-    model = model.to("cpu").eval()
-    # Any size works (height and width are dynamic); this one is the shape of a digit photo.
-    example = torch.rand(3, cfg.min_size, cfg.min_size * 5 // 2)
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.export.tmp")
-    with warnings.catch_warnings():
-        # Tracer warnings about Python scalars in torchvision's code are expected and harmless.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, ([example],), str(tmp), opset_version=opset, dynamo=False,
-                          input_names=["image"], output_names=["boxes", "labels", "scores"],
-                          dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
-                                        "labels": {0: "detections"}, "scores": {0: "detections"}})
-    try:
-        proto = onnx.load(str(tmp))
-    finally:
-        tmp.unlink(missing_ok=True)
-    meta = {METADATA_CONFIG: json.dumps(cfg.to_dict()), METADATA_DECODER: json.dumps(decoder or {}),
-            METADATA_FORMAT: FORMAT_VERSION}
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.doc_string = "digitdet Faster R-CNN: image float32 (3,H,W) RGB [0,1] -> boxes xyxy px, labels 1..10, scores"
-    atomic_write_bytes(out_path, proto.SerializeToString())
-    return out_path
-
-
-def _require(name: str):
+def require(name: str):
     """Import an optional dependency of the `onnx` extra, or say how to install it."""
     try:
         return importlib.import_module(name)
@@ -83,53 +46,109 @@ def _require(name: str):
                          f"pip install 'digitdet[onnx]'") from None
 
 
-class OnnxDetector:
-    """An ONNX Runtime session with the inference interface of the torchvision detector.
+def choose_backend(backend: str, weights, device: str = "auto") -> str:
+    """"torch" or "onnxruntime" for ``--backend`` (auto, torch, onnxruntime), ``--weights`` and ``--device``.
 
-    ``detector(images)`` takes a list of float tensors (3, H, W) in [0, 1] and returns one
-    dict per image with ``boxes`` (N, 4) xyxy pixels of that image, ``labels`` (N,) 1..10 and
-    ``scores`` (N,), as torch tensors; so :func:`digitdet.read.detect.predict_batches` and
-    everything downstream run unchanged. Images run one at a time (see module docstring).
+    auto: onnxruntime for a .onnx file, and for the bundled model on the CPU (``--device auto``
+    or ``cpu``) when onnxruntime is installed: it starts in a fraction of torch's time and
+    memory and reads the same numbers. torch for a checkpoint (.pt) and for a GPU.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+    onnx_file = str(weights or "").endswith(".onnx")
+    if backend == "torch" and onnx_file:
+        raise ValueError(f"{weights}: an ONNX model is read with --backend onnxruntime (or auto), not torch")
+    if backend == "onnxruntime" and weights and not onnx_file:
+        raise ValueError(f"{weights}: --backend onnxruntime reads a .onnx file; write one with "
+                         f"`digitdet export --weights {weights} --out model.onnx`")
+    if backend != "auto":
+        return backend
+    if onnx_file:
+        return "onnxruntime"
+    if weights is None and device in ("auto", "cpu") and BUNDLED_ONNX.is_file() and _installed("onnxruntime"):
+        return "onnxruntime"
+    return "torch"
+
+
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def default_threads() -> int:
+    """Intra-op threads: the cores this process may run on (a container's or taskset's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class OnnxDetector:
+    """An ONNX Runtime session that reads photos as the torch detector does.
+
+    ``detector(images)`` takes a list of (3, H, W) float32 arrays in [0, 1] (numpy, or anything
+    ``np.asarray`` takes, such as CPU torch tensors) and returns per image ``(boxes xyxy
+    float32 (N, 4) in pixels of that image, labels int64 (N,) 1..10, scores float32 (N,))``:
+    the ``detect`` contract of :mod:`digitdet.read.detect`. ``detector.at(factor)`` is the same
+    at ``factor`` x the input scale. Images run one at a time (see :mod:`digitdet.read.export`).
     """
 
-    def __init__(self, path, threads: int = 0):
-        ort = _require("onnxruntime")
+    def __init__(self, path, threads: int = 0, min_size: int | None = None, max_size: int | None = None):
+        ort = require("onnxruntime")
         opts = ort.SessionOptions()
         # One image at a time: intra-op threads parallelise each op; inter-op would only add
-        # contention on the few cores this is meant for.
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        # contention on the few cores this is meant for. Threads sleep when idle instead of
+        # spinning, so a busy machine (or a second process) does not slow them several times.
+        opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
             raise ValueError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:200]}); "
                              f"give a .onnx written by `digitdet export`, or --backend torch for a .pt") from None
+        self.path = Path(path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.scalable = [i.name for i in self.session.get_inputs()] == ["image", "min_size", "max_size"]
+        self.min_size, self.max_size = min_size, max_size
 
     def eval(self) -> "OnnxDetector":
         """No-op, for code written against ``nn.Module`` (the graph is always in eval mode)."""
         return self
 
-    def __call__(self, images: list[torch.Tensor]) -> list[dict]:
-        outs = []
-        for image in images:
-            boxes, labels, scores = self.session.run(None, {"image": image.detach().cpu().float().numpy()})
-            outs.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
-                         "scores": torch.from_numpy(scores)})
-        return outs
+    def __call__(self, images: list) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return self.at(1.0)(images)
+
+    def at(self, factor: float):
+        """``detect(images)`` at ``factor`` x the input scale (a format-1 graph: only 1)."""
+        feeds = {}
+        if self.scalable:
+            size = np.float32(round(self.min_size * factor) * SIZE_NUDGE)
+            cap = np.float32(round(self.max_size * factor) * SIZE_NUDGE)
+            feeds = {"min_size": np.asarray(size), "max_size": np.asarray(cap)}
+        elif factor != 1.0:
+            raise ValueError(f"{self.path}: this graph's input scale is frozen (written by an older `digitdet "
+                             f"export`); export it again to read at another scale")
+
+        def detect(images: list) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            outs = []
+            for image in images:
+                boxes, labels, scores = self.session.run(None, {"image": np.asarray(image, np.float32), **feeds})
+                outs.append((boxes.astype(np.float32), labels.astype(np.int64), scores.astype(np.float32)))
+            return outs
+        return detect
 
 
 def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = None):
-    """(OnnxDetector, Config, decoder dict) from a file written by :func:`export_onnx`.
+    """(OnnxDetector, Config, decoder dict) from a file written by ``digitdet export`` (None: the bundled model).
 
-    Mirrors :func:`digitdet.read.detector.load_detector`. ``overrides`` may only change
-    ``POST_MODEL_KEYS``; anything else is baked into the graph and raises ValueError.
+    Mirrors :func:`digitdet.read.detector.load_detector` (the input scale ``digitdet tune``
+    stored is the one read at). ``overrides`` may only change ``POST_MODEL_KEYS`` (and the
+    input scale, where the graph takes it); anything else is baked into the graph and
+    raises ValueError.
     """
-    if not path:
-        raise ValueError("--backend onnxruntime needs --weights model.onnx (written by `digitdet export`)")
-    path = Path(path)
+    path = Path(path) if path else BUNDLED_ONNX
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} not found; write one with `digitdet export --weights W.pt`")
     detector = OnnxDetector(path, threads)
@@ -140,10 +159,14 @@ def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = Non
     cfg = Config.from_dict(json.loads(meta[METADATA_CONFIG]), source=f"{path} metadata", saved=True)
     decoder = json.loads(meta.get(METADATA_DECODER) or "{}")
     cfg.apply_decoder(decoder)
+    if detector.scalable and "min_size" in decoder:  # a tuned input scale, as load_detector reads it
+        cfg.min_size, cfg.max_size = int(decoder["min_size"]), int(decoder["max_size"])
     new = cfg.override(overrides or [])
-    frozen = sorted(k for k, v in new.to_dict().items() if k not in POST_MODEL_KEYS and v != getattr(cfg, k))
+    free = POST_MODEL_KEYS + (SCALE_KEYS if detector.scalable else ())
+    frozen = sorted(k for k, v in new.to_dict().items() if k not in free and v != getattr(cfg, k))
     if frozen:
         raise ValueError(f"{frozen} are part of the exported ONNX graph ({path}); re-export with them, "
                          f"e.g. `digitdet export --weights W.pt --out {path.name} {frozen[0]}=...`; "
-                         f"only {list(POST_MODEL_KEYS)} can be changed at prediction time")
+                         f"only {list(free)} can be changed at prediction time")
+    detector.min_size, detector.max_size = new.min_size, new.max_size
     return detector, new, decoder

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from digitdet.config import DECODER_FIELDS, Config
 from digitdet.io import atomic_write_bytes, read_json, write_json, write_pred_csv, write_pred_json
-from digitdet.read.decode import decode_all, digits_read, pred_results
-from digitdet.read.detect import empty_detections
+from digitdet.read.decode import decode_all, digits_read, empty_detections, pred_results
 
 PRED_CONFIG = "pred_config.json"
 

@@ -16,7 +16,8 @@ photo's short side were read 35% of the time, against 95% at 30-45% (docs/result
 5. Second look: a photo where pass 1 finds no digit scoring >= ``ZOOM_SCORE`` at all is read
    again whole at ``zoom_empty_scale`` x the input scale (:func:`enlarged_detector`; numbers
    too small to be found at the input scale), and the look with the more confident best
-   digit is kept. Torch models only: an exported ONNX graph has its input scale frozen.
+   digit is kept. (An ONNX graph takes the scale as an input; one of format 1, written by an
+   older ``digitdet export``, has it frozen and reads without steps 5-6.)
 6. Scan: a large photo, whose short side holds at least 4 input scales, where no look so far
    found a digit scoring the reading threshold (``decode_score_thresh``), is read whole at twice
    the second look's scale, then twice that, up to ``zoom_scan`` x the input scale, while its
@@ -38,9 +39,7 @@ import math
 
 import numpy as np
 
-from digitdet.distributed import unwrap
-from digitdet.read.detect import plain_detector
-from digitdet.read.views import View, predict_views
+from digitdet.read.onnx import OnnxDetector
 
 # Steps 2-5 (module docstring): digits scoring ZOOM_SCORE count as found; a photo whose digits'
 # median height is under ZOOM_BELOW x its short side is read again on a crop ZOOM_MARGIN digit
@@ -139,14 +138,27 @@ def _best(scores) -> float:
 
 def enlarged_detector(model, device, factor: float):
     """``detect(images)`` that reads each photo with the model's input scale multiplied by
-    ``factor``: one test-time view of :func:`digitdet.read.views.predict_views`, which swaps the
-    transform's sizes and restores them; boxes in pixels of the photo."""
+    ``factor``: for an :class:`OnnxDetector` ``model.at(factor)``; for a torch detector one
+    test-time view of :func:`digitdet.read.views.predict_views`, which swaps the transform's
+    sizes and restores them; boxes in pixels of the photo."""
+    if isinstance(model, OnnxDetector):
+        return model.at(factor)
+    from digitdet.distributed import unwrap  # torch: imported only for a torch detector
+    from digitdet.read.views import View, predict_views
+
     view = View(scale=factor)
 
     def detect(images: list) -> list[tuple]:
         return [(views[0][0].astype(np.float32), *views[0][1:])
                 for views in predict_views(unwrap(model), images, device, (view,))]
     return detect
+
+
+def _rescalable(model) -> bool:
+    """True when ``model`` can read at another input scale than its own."""
+    if isinstance(model, OnnxDetector):
+        return model.scalable
+    return hasattr(getattr(model, "module", model), "transform")  # a torch detector, maybe DDP-wrapped
 
 
 def scan_factors(empty_scale: float, scan: float) -> list[float]:
@@ -163,13 +175,18 @@ def reading_detector(model, cfg, device, detect=None):
     """The ``detect`` that reads photos as ``cfg`` says: ``detect`` (default: one plain model
     call per batch), wrapped in :func:`zoom_detector` when ``cfg.zoom_read`` is on, with the
     second look at ``cfg.zoom_empty_scale`` and the scan up to ``cfg.zoom_scan`` when ``model``
-    is a torch detector (it has a ``transform``; an ONNX graph's scale is frozen)."""
+    can read at another scale (a torch detector, or an ONNX graph that takes its scale)."""
     _check(ZOOM_BELOW, ZOOM_MARGIN, cfg.zoom_empty_scale, cfg.zoom_scan)
-    detect = detect or plain_detector(model, device)
+    if detect is None and isinstance(model, OnnxDetector):
+        detect = model
+    elif detect is None:
+        from digitdet.read.detect import plain_detector  # torch: imported only for a torch detector
+
+        detect = plain_detector(model, device)
     if not cfg.zoom_read:
         return detect
     empty, scan = None, []
-    if cfg.zoom_empty_scale and model is not None and hasattr(unwrap(model), "transform"):
+    if cfg.zoom_empty_scale and model is not None and _rescalable(model):
         empty = enlarged_detector(model, device, cfg.zoom_empty_scale)
         scan = [(f * cfg.min_size, enlarged_detector(model, device, f))
                 for f in scan_factors(cfg.zoom_empty_scale, cfg.zoom_scan)]

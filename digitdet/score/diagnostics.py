@@ -14,8 +14,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 
 from digitdet.boxes import iou_xyxy, xywh_to_xyxy
 from digitdet.labels import NUM_DIGITS, category_to_digit
-from digitdet.read.decode import decode_number, detections_to_results, gt_sizes, no_start_ids, read_digits
-from digitdet.read.detect import empty_detections
+from digitdet.read.decode import decode_number, detections_to_results, empty_detections, gt_sizes, no_start_ids, read_digits
 from digitdet.score.metrics import classify_error, evaluable_gt, gt_numbers, quiet
 
 CONFUSION_ROWS = [str(d) for d in range(NUM_DIGITS)] + ["none"]  # true digit; "none": box on no digit

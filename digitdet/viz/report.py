@@ -26,8 +26,8 @@ from digitdet.data.images import list_images, load_rgb
 from digitdet.distributed import unwrap
 from digitdet.io import load_checkpoint
 from digitdet.labels import category_to_digit
-from digitdet.read.decode import starts_lines
-from digitdet.read.detect import empty_detections, predict_batches
+from digitdet.read.decode import empty_detections, starts_lines
+from digitdet.read.detect import predict_batches
 from digitdet.read.zoom import reading_detector
 from digitdet.score.diagnostics import (
     CONFUSION_COLS,

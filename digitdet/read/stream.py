@@ -1,0 +1,91 @@
+"""Photos streamed through a ``detect``, one at a time, without torch: the ONNX Runtime backend's loop.
+
+The torch path batches a folder with a DataLoader (:mod:`digitdet.read.pipeline`); an ONNX
+graph reads one image a call anyway, so here each photo is decoded (a thread ahead of the
+model, at most ``AHEAD`` photos held), read and dropped: memory does not grow with the folder.
+Outputs follow :func:`digitdet.read.detect.predict_batches`: boxes in pixels of the photo.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from digitdet.config import Config
+from digitdet.data.images import image_size, list_images, load_rgb_within
+from digitdet.labels import NO_NUMBER
+from digitdet.read.zoom import reading_detector
+
+log = logging.getLogger("digitdet")
+
+AHEAD = 8  # photos decoded ahead of the model
+
+
+def photo_array(image: Image.Image) -> np.ndarray:
+    """(3, H, W) float32 in [0, 1] of an RGB image: what torchvision's ``to_tensor`` gives, bit for bit."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1), dtype=np.float32) / 255
+
+
+def _decoded(photo: Path | Image.Image):
+    """(array, (sx, sy) scale back to the photo's pixels) of a file or an opened RGB image,
+    or the ValueError naming the file."""
+    if isinstance(photo, Image.Image):
+        return photo_array(photo), (1.0, 1.0)
+    try:
+        image, scale = load_rgb_within(photo)
+    except ValueError as e:
+        return e
+    return photo_array(image), scale
+
+
+def read_stream(detect, items: list[tuple[int, Path | Image.Image]], progress: bool = False,
+                desc: str = "read") -> dict:
+    """``detect`` over the photos of ``items`` ((key, file or opened RGB image) pairs): ``{"detections": {key:
+    (boxes, labels, scores)}, "errors": {key: message}, "images_per_s"}``."""
+    dets, errors, t0 = {}, {}, time.perf_counter()
+    with ThreadPoolExecutor(1) as pool, tqdm(total=len(items), desc=desc, disable=not progress, leave=False,
+                                              dynamic_ncols=True) as bar:
+        rest = iter(items)
+        pending = deque((key, pool.submit(_decoded, photo)) for key, photo in islice(rest, AHEAD))
+        while pending:
+            key, future = pending.popleft()
+            for key_next, photo in islice(rest, 1):  # keep AHEAD photos decoding while this one is read
+                pending.append((key_next, pool.submit(_decoded, photo)))
+            got = future.result()
+            bar.update()
+            if isinstance(got, ValueError):
+                errors[key] = str(got)
+                continue
+            image, (sx, sy) = got
+            boxes, labels, scores = detect([image])[0]
+            if (sx, sy) != (1.0, 1.0):  # a huge photo read reduced: boxes back to its own pixels
+                boxes = (boxes * np.array([sx, sy, sx, sy])).astype(np.float32)
+            dets[key] = (boxes, labels, scores)
+    n = len(dets)
+    return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+
+
+def read_folder(detector, cfg: Config, images_dir, progress: bool = True) -> dict:
+    """:func:`digitdet.read.pipeline.predict_folder` for an ONNX detector, without torch: the
+    same ``{"detections", "errors", "image_ids", "files", "images_per_s", "sizes"}``."""
+    items = list_images(images_dir)
+    sizes = {}
+    for image_id, path in items:
+        try:
+            sizes[image_id] = image_size(path)
+        except ValueError:
+            pass  # unreadable: reported by name below
+    out = read_stream(reading_detector(detector, cfg, None), items, progress, "predict")
+    for image_id, msg in sorted(out["errors"].items()):
+        log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
+    out["image_ids"] = [i for i, _ in items]
+    out["files"] = dict(items)
+    out["sizes"] = sizes
+    return out
