@@ -165,7 +165,7 @@ class Reader:
         images = [im for im, _ in opened]
         sizes = [im.size for im in images]
         if self.backend == "onnxruntime":
-            dets = read_stream(self.detect, list(enumerate(images)))["detections"]
+            dets = read_stream(self.detect, list(enumerate(images)), workers=self.model.threads)["detections"]
         else:
             from digitdet.data.loaders import inference_loader
             from digitdet.read.detect import predict_batches

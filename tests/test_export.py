@@ -224,3 +224,35 @@ def test_the_two_size_nudges_agree():
     from digitdet.read import onnx
 
     assert onnx.SIZE_NUDGE == SIZE_NUDGE
+
+
+def test_the_settings_free_to_change_under_onnx_are_never_read_by_the_model():
+    """load_onnx_detector lets decode_*, pred_* and zoom_* change because no model code reads them."""
+    import re
+    from pathlib import Path
+
+    import digitdet.models
+    from digitdet.read.onnx import POST_MODEL_PREFIXES
+
+    pattern = re.compile(r"\bcfg\.(" + "|".join(POST_MODEL_PREFIXES) + ")")
+    files = sorted(Path(digitdet.models.__file__).parent.glob("*.py"))
+    assert files and not [f.name for f in files if pattern.search(f.read_text())]
+
+
+def test_photos_read_two_at_a_time_give_what_one_at_a_time_gives(pillow_numbers, tmp_path):
+    from digitdet.data.images import list_images
+    from digitdet.read.stream import read_stream
+    from digitdet.read.zoom import reading_detector
+
+    detector, cfg, _ = load_onnx_detector(None, threads=2)
+    items = list_images(pillow_numbers / "test")[:8]
+    broken = tmp_path / "99.png"
+    broken.write_bytes(b"not a png")
+    items.insert(3, (99, broken))
+    detect = reading_detector(detector, cfg, None)
+    one, two = (read_stream(detect, items, workers=w) for w in (1, 2))
+    assert list(two["detections"]) == list(one["detections"]) == [i for i, _ in items if i != 99]
+    for key, (boxes, labels, scores) in one["detections"].items():
+        np.testing.assert_array_equal(two["detections"][key][0], boxes)
+        np.testing.assert_array_equal(two["detections"][key][1], labels)
+    assert list(one["errors"]) == list(two["errors"]) == [99] and "99.png" in one["errors"][99]

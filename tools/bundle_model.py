@@ -6,7 +6,9 @@
 
 Keeps only what prediction needs (weights stored as float16 to halve the file, config with
 pretrained=none, tuned decoder, the metrics it was selected on, and how it was made) and
-writes digitdet/assets/digitdet_synth.pt atomically. Weights are cast back to float32 on load.
+writes digitdet/assets/digitdet_synth.pt atomically, and beside it the same model exported to
+ONNX (digitdet_synth.onnx, read by the default onnxruntime backend; its metadata names the .pt's
+sha256, which a test checks). Weights are cast back to float32 on load.
 The reading threshold, and with ``--tune-scale`` the input scale, are chosen on DATA/valid as
 `digitdet tune [--scale]` does; the config keeps the training scale.
 """
@@ -21,6 +23,8 @@ from digitdet.config import Config
 from digitdet.data.coco import load_coco_digits, split_paths
 from digitdet.io import load_checkpoint, save_checkpoint
 from digitdet.models.faster_rcnn import BUNDLED_WEIGHTS
+from digitdet.read.detector import load_detector
+from digitdet.read.export import export_onnx
 from digitdet.tune import SCALE_FACTORS, tune_reading
 
 
@@ -54,6 +58,9 @@ def main(argv=None) -> None:
                                              "box_same_height", "min_size", "max_size", "accuracy")},
                     "tuned_on": f"{args.data.name}/valid"},
         "made_by": args.made_by})
+    model, cfg, decoder = load_detector(args.out, torch.device("cpu"))
+    graph = export_onnx(model, cfg, decoder, args.out.with_suffix(".onnx"), source=args.out)
+    print(f"wrote {graph} ({graph.stat().st_size / 2**20:.1f} MiB)")
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB); min_size {tuned['min_size']}, "
           f"decoder threshold {tuned['score_thresh']:.2f}, line threshold {tuned['line_thresh']:.2f}, "
           f"valid accuracy {tuned['accuracy']:.4f}")

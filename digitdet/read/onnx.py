@@ -24,9 +24,10 @@ METADATA_DECODER = "digitdet_decoder"
 METADATA_FORMAT = "digitdet_onnx_format"
 METADATA_SOURCE = "digitdet_source_sha256"  # sha256 of the checkpoint the weights were exported from
 FORMAT_VERSION = "2"  # 2: min_size and max_size are graph inputs; 1: image only, the scale frozen
-# Config keys read after the model has run, or by the reading around it: free to override.
-POST_MODEL_KEYS = ("pred_score_thresh", "decode_score_thresh", "decode_iou_thresh", "decode_line_thresh", "workers",
-                   "zoom_read", "zoom_empty_scale", "zoom_scan", "pred_box_pad", "pred_box_same_height")
+# Config keys read after the model has run, or by the reading around it (the model never reads
+# them: digitdet/models has no cfg.decode_*, cfg.pred_* or cfg.zoom_*): free to override.
+POST_MODEL_PREFIXES = ("decode_", "pred_", "zoom_")
+POST_MODEL_KEYS = ("workers",)
 # ... and, for a graph whose scale is an input, the input scale itself.
 SCALE_KEYS = ("min_size", "max_size")
 # The bundled model as an ONNX graph, exported from digitdet_synth.pt (tools/bundle_model.py writes
@@ -89,16 +90,19 @@ class OnnxDetector:
     ``np.asarray`` takes, such as CPU torch tensors) and returns per image ``(boxes xyxy
     float32 (N, 4) in pixels of that image, labels int64 (N,) 1..10, scores float32 (N,))``:
     the ``detect`` contract of :mod:`digitdet.read.detect`. ``detector.at(factor)`` is the same
-    at ``factor`` x the input scale. Images run one at a time (see :mod:`digitdet.read.export`).
+    at ``factor`` x the input scale. Images run one a call (see :mod:`digitdet.read.export`);
+    calls from several threads run at once (:mod:`digitdet.read.stream` reads ``threads``
+    photos at a time), each on up to ``threads`` intra-op threads.
     """
 
     def __init__(self, path, threads: int = 0, min_size: int | None = None, max_size: int | None = None):
         ort = require("onnxruntime")
         opts = ort.SessionOptions()
-        # One image at a time: intra-op threads parallelise each op; inter-op would only add
-        # contention on the few cores this is meant for. Threads sleep when idle instead of
-        # spinning, so a busy machine (or a second process) does not slow them several times.
-        opts.intra_op_num_threads = threads or default_threads()
+        # Intra-op threads parallelise each op; inter-op would only add contention on the few
+        # cores this is meant for. Threads sleep when idle instead of spinning, so a busy
+        # machine (or a second process) does not slow them several times.
+        self.threads = threads or default_threads()
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -144,7 +148,8 @@ def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = Non
     """(OnnxDetector, Config, decoder dict) from a file written by ``digitdet export`` (None: the bundled model).
 
     Mirrors :func:`digitdet.read.detector.load_detector` (the input scale ``digitdet tune``
-    stored is the one read at). ``overrides`` may only change ``POST_MODEL_KEYS`` (and the
+    stored is the one read at). ``overrides`` may only change the reading settings (``decode_*``,
+    ``pred_*``, ``zoom_*``, ``workers``; and the
     input scale, where the graph takes it); anything else is baked into the graph and
     raises ValueError.
     """
@@ -163,10 +168,12 @@ def load_onnx_detector(path, threads: int = 0, overrides: list[str] | None = Non
         cfg.min_size, cfg.max_size = int(decoder["min_size"]), int(decoder["max_size"])
     new = cfg.override(overrides or [])
     free = POST_MODEL_KEYS + (SCALE_KEYS if detector.scalable else ())
-    frozen = sorted(k for k, v in new.to_dict().items() if k not in free and v != getattr(cfg, k))
+    frozen = sorted(k for k, v in new.to_dict().items()
+                    if k not in free and not k.startswith(POST_MODEL_PREFIXES) and v != getattr(cfg, k))
     if frozen:
         raise ValueError(f"{frozen} are part of the exported ONNX graph ({path}); re-export with them, "
-                         f"e.g. `digitdet export --weights W.pt --out {path.name} {frozen[0]}=...`; "
-                         f"only {list(free)} can be changed at prediction time")
+                         f"e.g. `digitdet export --weights W.pt --out {path.name} {frozen[0]}=...`; only "
+                         f"{', '.join(p + '*' for p in POST_MODEL_PREFIXES)}, {', '.join(free)} can be changed "
+                         f"at prediction time")
     detector.min_size, detector.max_size = new.min_size, new.max_size
     return detector, new, decoder

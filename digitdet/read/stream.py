@@ -1,9 +1,13 @@
-"""Photos streamed through a ``detect``, one at a time, without torch: the ONNX Runtime backend's loop.
+"""Photos streamed through a ``detect`` without torch: the ONNX Runtime backend's loop.
 
 The torch path batches a folder with a DataLoader (:mod:`digitdet.read.pipeline`); an ONNX
-graph reads one image a call anyway, so here each photo is decoded (a thread ahead of the
-model, at most ``AHEAD`` photos held), read and dropped: memory does not grow with the folder.
-Outputs follow :func:`digitdet.read.detect.predict_batches`: boxes in pixels of the photo.
+graph reads one image a call, and most of a call on a photo of SVHN's size is spent in the
+graph's many small operators, which more intra-op threads hardly speed up. So photos are read
+``workers`` at a time instead (ONNX Runtime's ``run`` releases the GIL), each decoded, read and
+dropped by its worker, at most ``2 x workers`` in flight: memory does not grow with the folder.
+On 2 cores, the bundled graph: 79 photos/s model-only one at a time with 1 thread, 118 with
+2 threads, 151 with 2 photos at a time (bench/reading_speed.py). Outputs follow
+:func:`digitdet.read.detect.predict_batches`: boxes in pixels of the photo.
 """
 from __future__ import annotations
 
@@ -25,17 +29,16 @@ from digitdet.read.zoom import reading_detector
 
 log = logging.getLogger("digitdet")
 
-AHEAD = 8  # photos decoded ahead of the model
-
-
 def photo_array(image: Image.Image) -> np.ndarray:
     """(3, H, W) float32 in [0, 1] of an RGB image: what torchvision's ``to_tensor`` gives, bit for bit."""
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1), dtype=np.float32) / 255
 
 
-def _decoded(photo: Path | Image.Image):
-    """(array, (sx, sy) scale back to the photo's pixels) of a file or an opened RGB image,
-    or the ValueError naming the file."""
+def _decoded(photo: Path | Image.Image | np.ndarray):
+    """(array, (sx, sy) scale back to the photo's pixels) of a file, an opened RGB image or an
+    array as :func:`photo_array` gives, or the ValueError naming the file."""
+    if isinstance(photo, np.ndarray):
+        return photo, (1.0, 1.0)
     if isinstance(photo, Image.Image):
         return photo_array(photo), (1.0, 1.0)
     try:
@@ -45,29 +48,37 @@ def _decoded(photo: Path | Image.Image):
     return photo_array(image), scale
 
 
-def read_stream(detect, items: list[tuple[int, Path | Image.Image]], progress: bool = False,
-                desc: str = "read") -> dict:
-    """``detect`` over the photos of ``items`` ((key, file or opened RGB image) pairs): ``{"detections": {key:
-    (boxes, labels, scores)}, "errors": {key: message}, "images_per_s"}``."""
+def read_stream(detect, items: list[tuple[int, Path | Image.Image | np.ndarray]], progress: bool = False,
+                desc: str = "read", workers: int = 1) -> dict:
+    """``detect`` over the photos of ``items`` ((key, file or opened RGB image) pairs), ``workers``
+    at a time (module docstring): ``{"detections": {key: (boxes, labels, scores)}, "errors":
+    {key: message}, "images_per_s"}``."""
+
+    def read_one(photo):
+        got = _decoded(photo)
+        if isinstance(got, ValueError):
+            return got
+        image, (sx, sy) = got
+        boxes, labels, scores = detect([image])[0]
+        if (sx, sy) != (1.0, 1.0):  # a huge photo read reduced: boxes back to its own pixels
+            boxes = (boxes * np.array([sx, sy, sx, sy])).astype(np.float32)
+        return boxes, labels, scores
+
     dets, errors, t0 = {}, {}, time.perf_counter()
-    with ThreadPoolExecutor(1) as pool, tqdm(total=len(items), desc=desc, disable=not progress, leave=False,
-                                              dynamic_ncols=True) as bar:
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(items), desc=desc, disable=not progress,
+                                                           leave=False, dynamic_ncols=True) as bar:
         rest = iter(items)
-        pending = deque((key, pool.submit(_decoded, photo)) for key, photo in islice(rest, AHEAD))
+        pending = deque((key, pool.submit(read_one, photo)) for key, photo in islice(rest, 2 * max(1, workers)))
         while pending:
             key, future = pending.popleft()
-            for key_next, photo in islice(rest, 1):  # keep AHEAD photos decoding while this one is read
-                pending.append((key_next, pool.submit(_decoded, photo)))
+            for key_next, photo in islice(rest, 1):  # keep the workers busy while this one is collected
+                pending.append((key_next, pool.submit(read_one, photo)))
             got = future.result()
             bar.update()
             if isinstance(got, ValueError):
                 errors[key] = str(got)
-                continue
-            image, (sx, sy) = got
-            boxes, labels, scores = detect([image])[0]
-            if (sx, sy) != (1.0, 1.0):  # a huge photo read reduced: boxes back to its own pixels
-                boxes = (boxes * np.array([sx, sy, sx, sy])).astype(np.float32)
-            dets[key] = (boxes, labels, scores)
+            else:
+                dets[key] = got
     n = len(dets)
     return {"detections": dets, "errors": errors, "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
 
@@ -82,7 +93,7 @@ def read_folder(detector, cfg: Config, images_dir, progress: bool = True) -> dic
             sizes[image_id] = image_size(path)
         except ValueError:
             pass  # unreadable: reported by name below
-    out = read_stream(reading_detector(detector, cfg, None), items, progress, "predict")
+    out = read_stream(reading_detector(detector, cfg, None), items, progress, "predict", detector.threads)
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
     out["image_ids"] = [i for i, _ in items]
