@@ -256,3 +256,20 @@ def test_photos_read_two_at_a_time_give_what_one_at_a_time_gives(pillow_numbers,
         np.testing.assert_array_equal(two["detections"][key][0], boxes)
         np.testing.assert_array_equal(two["detections"][key][1], labels)
     assert list(one["errors"]) == list(two["errors"]) == [99] and "99.png" in one["errors"][99]
+
+
+def test_an_int8_export_reads_a_folder(exported, tiny_data, tmp_path, capsys):
+    ckpt, _ = exported
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "--weights", str(ckpt), "--out", str(out), "--int8",
+                 "--calibrate", str(tiny_data / "train")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["int8"] is True
+    ops = {n.op_type for n in __import__("onnx").load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    _, cfg, decoder = load_onnx_detector(out)
+    assert decoder == {"score_thresh": 0.3, "iou_thresh": 0.5} and cfg.min_size == 64  # the metadata kept
+    assert main(["predict", "--weights", str(out), "--images", str(tiny_data / "test"), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    assert sorted(read_pred_csv(tmp_path / "o" / "pred.csv")) == list(range(1, 7))
+    assert main(["export", "--weights", str(ckpt), "--out", str(out), "--int8"]) == 2  # no photos to calibrate on
+    assert "--calibrate" in capsys.readouterr().err
