@@ -207,7 +207,8 @@ def onnx_steps(model, cfg, threads: int, folder: Path):
 
     path = export_onnx(model, cfg, {}, folder / "default.onnx")
     detector = OnnxDetector(path, threads)
-    return (lambda batch: detector([im for im, _ in batch])), "exported graph, 1 image per run() call"
+    return ((lambda batch: detector([im for im, _ in batch])),
+            "exported graph, 1 image per run() call on one thread (predict reads --threads photos at a time)")
 
 
 # ---- main ------------------------------------------------------------------------------------

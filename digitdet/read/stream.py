@@ -5,8 +5,8 @@ graph reads one image a call, and most of a call on a photo of SVHN's size is sp
 graph's many small operators, which more intra-op threads hardly speed up. So photos are read
 ``workers`` at a time instead (ONNX Runtime's ``run`` releases the GIL), each decoded, read and
 dropped by its worker, at most ``2 x workers`` in flight: memory does not grow with the folder.
-On 2 cores, the bundled graph: 79 photos/s model-only one at a time with 1 thread, 118 with
-2 threads, 151 with 2 photos at a time (bench/reading_speed.py). Outputs follow
+On 2 cores, the bundled graph, model-only: 79 photos/s one at a time on 1 thread, 118 on 2
+intra-op threads, 160 two at a time on 1 thread each (bench/reading_speed.py). Outputs follow
 :func:`digitdet.read.detect.predict_batches`: boxes in pixels of the photo.
 """
 from __future__ import annotations
