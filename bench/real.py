@@ -3,6 +3,7 @@
     python bench/real.py                                   # the bundled model on ../shared/data/svhn_real_dev
     python bench/real.py --weights runs/x/best.pt --out runs/real_x [key=value ...]
     python bench/real.py --exclude-ids train_ids.json      # report only on photos a model was not trained on
+    python bench/real.py --backend torch                   # the bundled model read by torch (default: onnxruntime)
 
 Runs ``digitdet predict`` once as a user would (a fresh process: start-up, model load and
 reading all timed together), then scores its pred.json / pred.csv against the split's SVHN
@@ -33,10 +34,11 @@ from digitdet.viz.report import prediction_panel
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "svhn_real_dev"
 
 
-def predict(images_dir: Path, out: Path, weights: str | None, overrides: list[str]) -> tuple[dict, float]:
+def predict(images_dir: Path, out: Path, weights: str | None, overrides: list[str],
+            backend: str = "auto") -> tuple[dict, float]:
     """One ``digitdet predict`` process over ``images_dir``; (its printed summary, wall seconds)."""
     cmd = [sys.executable, "-m", "digitdet", "predict", "--images", str(images_dir), "--out", str(out), "--quiet",
-           *(["--weights", weights] if weights else []), *overrides]
+           "--backend", backend, *(["--weights", weights] if weights else []), *overrides]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="valid")
     p.add_argument("--out", default="runs/real", help="folder for pred.*, failures.png and summary.json")
     p.add_argument("--exclude-ids", help="JSON list of image ids to leave out of the scores (e.g. trained on)")
+    p.add_argument("--backend", default="auto", help="predict's --backend: auto, torch or onnxruntime")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings for predict")
     args = p.parse_args(argv)
     images_dir, ann = split_paths(args.data, args.split) if Path(args.data).is_dir() else (None, None)
@@ -81,14 +84,15 @@ def main(argv=None) -> int:
         print(f"bench/real.py: no real photos at {args.data} (split {args.split}); nothing to measure")
         return 0
     out = Path(args.out)
-    summary, seconds = predict(images_dir, out / "pred", args.weights, args.overrides)
+    summary, seconds = predict(images_dir, out / "pred", args.weights, args.overrides, args.backend)
     gt, _ = load_coco_digits(ann, images_dir)
     if args.exclude_ids:
         gt = keep_images(gt, {int(i) for i in read_json(args.exclude_ids, "excluded image ids")})
     truth, numbers = gt_numbers(gt), read_pred_csv(out / "pred" / "pred.csv")
     records = [r for r in read_pred_json(out / "pred" / "pred.json") if int(r["image_id"]) in truth]
     scores = coco_map(gt, records)
-    result = {"weights": args.weights or "bundled", "photos": len(truth), "accuracy": sequence_accuracy(numbers, truth),
+    result = {"weights": args.weights or "bundled", "backend": args.backend, "photos": len(truth),
+              "accuracy": sequence_accuracy(numbers, truth),
               "map": scores["map"], "ap50": scores["ap50"], "ap75": scores["ap75"],
               "errors": number_errors(numbers, truth), "whole_process_s": round(seconds, 2),
               "whole_process_images_per_s": round(summary["images"] / seconds, 1),
