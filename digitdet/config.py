@@ -171,6 +171,10 @@ class Config:
         accepted when they hold the constant's value, or only ever mattered to training (not when
         ``resuming`` that training). Values are checked for user input, not for saved configs.
         """
+        if not isinstance(d, dict):  # e.g. a checkpoint whose "config" was saved as a string
+            shown = repr(d) if len(repr(d)) <= 60 else repr(d)[:57] + "..."
+            raise ValueError(f"{source}: the config must be a mapping of setting: value, got "
+                             f"{type(d).__name__} {shown}")
         known = {f.name for f in dataclasses.fields(cls)}
         d = _without_retired(d, source, saved, history=saved and not resuming)
         if saved:
@@ -195,8 +199,7 @@ class Config:
             try:
                 d[k.strip()] = yaml.safe_load(v)
             except yaml.YAMLError as e:
-                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-                raise ValueError(f"override {p!r}: the value is not valid YAML ({problem})") from None
+                raise ValueError(f"override {p!r}: the value is not valid YAML ({_yaml_problem(e, False)})") from None
         return Config.from_dict(d, source="command-line override")
 
     def decoder(self) -> dict:
@@ -325,6 +328,18 @@ def _coerce(key: str, value, default, source: str):
     raise ValueError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
 
 
+def _yaml_problem(e: yaml.YAMLError, where: bool = True) -> str:
+    """A YAML parser's error on one line: what is wrong and (``where``) at which line and column,
+    not the parser's several lines of context and carets."""
+    def at(mark) -> str:
+        return f" (line {mark.line + 1}, column {mark.column + 1})" if where and mark is not None else ""
+
+    problem = (getattr(e, "problem", None) or str(e).splitlines()[0]) + at(getattr(e, "problem_mark", None))
+    context = getattr(e, "context", None)
+    text = f"{context}{at(getattr(e, 'context_mark', None))}: {problem}" if context else problem
+    return " ".join(text.split())
+
+
 def named_config_path(name: str) -> Path:
     """``default`` -> the packaged ``configs/default.yaml``; a path is returned as is."""
     p = Path(name)
@@ -343,7 +358,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise ValueError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
     if not data and path.parent != CONFIG_DIR:

@@ -204,20 +204,46 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def group_norm_layer(own: dict, state: dict) -> str | None:
+    """The first BatchNorm layer of a model (its state dict ``own``) that ``state`` holds as
+    GroupNorm: a weight without the running statistics BatchNorm keeps. digitdet before 0.2
+    could build backbones with GroupNorm (``norm: gn``); their weights must not be loaded into
+    today's BatchNorm, whose running mean 0 and variance 1 would stay in place of statistics
+    the weights were never trained with. None when every such layer fits."""
+    for key in own:
+        if key.endswith(".running_mean"):
+            layer = key[: -len(".running_mean")]
+            if f"{layer}.weight" in state and key not in state:
+                return layer
+    return None
+
+
+def group_norm_error(source: str, evidence: str) -> ValueError:
+    """The one-line error for weights whose normalisation layers were GroupNorm (group_norm_layer);
+    ``evidence`` says how it shows."""
+    return ValueError(f"{source}: its backbone was trained with GroupNorm (norm=gn, a digitdet before 0.2: "
+                      f"{evidence}), but digitdet's backbones now use BatchNorm, so its weights do not fit; "
+                      "retrain it with this version, or read it with the version that made it")
+
+
 def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """Load a checkpoint's weights into ``model``, plain or DDP-wrapped, saved either way.
 
     digitdet saves weights without DDP's ``module.`` prefix (train.model_state); a state dict
     saved by other code straight from a DDP model has it, and it is removed here (on a copy).
-    Weights that do not fit the model (its config names another architecture, or they were
-    edited) are a ValueError naming ``source`` and the first mismatch, not torch's list of keys.
+    Weights that do not fit the model (its config names another architecture, they were
+    edited, or its backbone was GroupNorm's, digitdet before 0.2) are a ValueError naming
+    ``source`` and the first mismatch, not torch's list of keys.
     """
     state_dict = dict(state_dict)
     consume_prefix_in_state_dict_if_present(state_dict, "module.")
+    own = unwrap(model).state_dict()
+    layer = group_norm_layer(own, state_dict)
+    if layer is not None:  # strict loading refuses it too, but by a missing running_mean: say what it is
+        raise group_norm_error(source, f"{layer} has a weight but no running_mean/running_var")
     try:
         unwrap(model).load_state_dict(state_dict)
     except RuntimeError:
-        own = unwrap(model).state_dict()
         missing = sorted(set(own) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(own))
         shape = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))

@@ -29,6 +29,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -213,11 +214,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     import torch
 
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle's protocol: refused or read, saying so is ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's own message advises weights_only=False, which is exactly what we must not do
-        # with an untrusted file; keep only the part that says what was found.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        # with an untrusted file; keep only the part that says what was found ("Unsupported
+        # global: GLOBAL x" before torch 2.14, "unsupported GLOBAL x whose module ..." since).
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
         detail = f"it contains a {found.group(1)} object" if found else "it is not a torch checkpoint"
         raise ValueError(
             f"checkpoint {path} cannot be loaded safely (torch.load weights_only=True): {detail}. "

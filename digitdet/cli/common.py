@@ -44,14 +44,15 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
-def load_split_gt(data, split: str):
-    """(images folder, COCO dict) of an annotated split of dataset ``data``, its load report logged."""
+def load_split_gt(data, split: str, quiet: bool = False):
+    """(images folder, COCO dict) of an annotated split of dataset ``data``, its load report logged;
+    ``quiet``: no progress bar while its photos are checked."""
     from digitdet.data.coco import load_coco_digits, split_paths
 
     images_dir, ann = split_paths(data, split)
     if ann is None:
         raise FileNotFoundError(f"no annotations for split {split!r} in {data} (expected {split}.json)")
-    gt, report = load_coco_digits(ann, images_dir)
+    gt, report = load_coco_digits(ann, images_dir, progress=False if quiet else None)
     logging.getLogger("digitdet").info(report.summary(str(ann)))
     return images_dir, gt
 

@@ -52,7 +52,7 @@ def run(args) -> int:
     if args.moved_tune:
         raise ValueError("evaluate never writes weights: tuning moved to `digitdet tune --weights W --data D "
                          "--split valid` (--tune-scale is its --scale)")
-    images_dir, gt = load_split_gt(args.data, args.split)
+    images_dir, gt = load_split_gt(args.data, args.split, args.quiet)
     if args.pred:
         # read the numbers as predict read pred.csv (tuned threshold, line reading), unless overridden
         cfg = config_of_predictions(args.pred) or Config()

@@ -45,7 +45,7 @@ def run(args) -> int:
     target = Path(args.out or args.weights)
     if target.is_dir():
         raise IsADirectoryError(f"{target}: is a folder; the tuned checkpoint is a file (e.g. {target / 'best.pt'})")
-    images_dir, gt = load_split_gt(args.data, args.split)
+    images_dir, gt = load_split_gt(args.data, args.split, args.quiet)
     best = tune_reading(args.weights, images_dir, gt, resolve_device(args.device),
                         SCALE_FACTORS if args.scale else (1.0,), args.batch_size, args.workers, args.overrides,
                         not args.quiet)

@@ -68,8 +68,8 @@ def split_paths(data_root: str | Path, split: str) -> tuple[Path, Path | None]:
     return images, (ann if ann.exists() else None)
 
 
-def load_coco_digits(ann_file: str | Path, images_dir: str | Path,
-                     check_images: bool = True) -> tuple[dict, ValidationReport]:
+def load_coco_digits(ann_file: str | Path, images_dir: str | Path, check_images: bool = True,
+                     progress: bool | None = None) -> tuple[dict, ValidationReport]:
     """Read and validate a COCO digit file; returns a cleaned COCO dict and what was fixed.
 
     Fatal (ValueError naming the file and id): unreadable JSON, missing keys, duplicate image
@@ -77,11 +77,12 @@ def load_coco_digits(ann_file: str | Path, images_dir: str | Path,
     missing image file (when ``check_images``). Fixed and counted: boxes partly outside the
     image are clipped; boxes with zero or negative size are dropped. Images without boxes
     are kept (negatives). Width/height missing from the JSON are read from the image file.
+    ``progress``: the bar of the photos' check (None: on a terminal; False: never, ``--quiet``).
     """
     ann_file, images_dir = Path(ann_file), Path(images_dir)
     coco = _read_json(ann_file)
     report = ValidationReport()
-    images = _validate_images(coco, ann_file, images_dir, check_images)
+    images = _validate_images(coco, ann_file, images_dir, check_images, progress)
     anns, by_image = [], {i: 0 for i in images}
     seen_ann: set = set()
     for a in coco["annotations"]:
@@ -108,7 +109,8 @@ def _read_json(path: Path) -> dict:
     return coco
 
 
-def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) -> dict[int, dict]:
+def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool,
+                     progress: bool | None = None) -> dict[int, dict]:
     """The split's image entries by id; with ``check`` every photo is decoded (in parallel) and its
     size compared with the JSON's, so a broken file stops the run before its first step."""
     images: dict[int, dict] = {}
@@ -132,7 +134,7 @@ def _validate_images(coco: dict, ann_file: Path, images_dir: Path, check: bool) 
                 raise FileNotFoundError(f"{ann_file}: image id {image_id}: file {path} not found")
             to_read.append((entry, path))
         images[image_id] = entry
-    sizes = (verified_sizes([p for _, p in to_read], f"{ann_file}'s images") if check
+    sizes = (verified_sizes([p for _, p in to_read], f"{ann_file}'s images", progress) if check
              else [image_size(p) for _, p in to_read])
     for (entry, _), size in zip(to_read, sizes):
         if not entry["width"] or not entry["height"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +32,10 @@ else:
 
 HEIF_SUFFIXES = (".heic", ".heif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", *HEIF_SUFFIXES)
+# Pillow warns of a photo over Image.MAX_IMAGE_PIXELS (a possible decompression bomb) without
+# naming the file; digitdet says it itself, by name (_say_if_huge), and refuses the ones twice that
+# size as Pillow does (DecompressionBombError: read as an unreadable photo).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the photo a quarter, swapping width and height
 
 
@@ -45,6 +50,7 @@ def load_rgb(path: str | Path) -> Image.Image:
     path = _readable_kind(path)
     try:
         with Image.open(path) as im:
+            _say_if_huge(path, im)
             return upright_rgb(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None
@@ -65,6 +71,7 @@ def load_rgb_within(path: str | Path, max_side: int = READ_SIDE_LIMIT) -> tuple[
     path = _readable_kind(path)
     try:
         with Image.open(path) as im:
+            _say_if_huge(path, im)
             turned, quarter = _orientation(im) != 1, _quarter_turned(im)
             w, h = im.size
             if max(w, h) > max_side:
@@ -81,6 +88,14 @@ def load_rgb_within(path: str | Path, max_side: int = READ_SIDE_LIMIT) -> tuple[
         f = max_side / max(im.size)
         im = im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))), Image.Resampling.BOX)
     return im, (full[0] / im.size[0], full[1] / im.size[1])
+
+
+def _say_if_huge(path: Path, im: Image.Image) -> None:
+    """Warn, naming the file, of a photo larger than Pillow's decompression-bomb limit (read anyway)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.size[0] * im.size[1] > limit:
+        log.warning("%s: a very large photo (%d x %d px, over Pillow's %d-pixel limit); read anyway",
+                    path, im.size[0], im.size[1], limit)
 
 
 def upright_rgb(im: Image.Image) -> Image.Image:
@@ -135,6 +150,7 @@ def decoded_size(path: str | Path) -> tuple[int, int]:
     path = _readable_kind(path)
     try:
         with Image.open(path) as im:
+            _say_if_huge(path, im)
             w, h = im.size
             turned = _quarter_turned(im)
             im.load()

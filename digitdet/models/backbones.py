@@ -6,11 +6,15 @@ whose ``out_channels`` is ``cfg.fpn_channels`` and whose feature maps are named 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchvision import models as tvm
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from digitdet.distributed import group_norm_error, group_norm_layer
 
 RESNETS = {
     "resnet18_fpn": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
@@ -91,13 +95,35 @@ def num_feature_maps(cfg) -> int:
     return len(cfg.returned_layers)
 
 
-def load_backbone_file(backbone: nn.Module, path: str) -> None:
-    """Load a local .pth state dict into the backbone body (keys of the classifier work)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def saved_norm(state) -> str | None:
+    """The ``norm`` a digitdet file's saved config (or pre-training meta) names, if any."""
+    config = state.get("config") if isinstance(state, dict) else None
+    norm = config.get("norm") if isinstance(config, dict) else None
+    return norm if isinstance(norm, str) else None
+
+
+def load_weights_file(path) -> object:
+    """``torch.load(weights_only=True)`` of a weights file, without torch's warning about a pickle
+    protocol it did not write (a plain pickle's): the file is refused or read, and saying so is ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_backbone_file(backbone: nn.Module, path: str, source: str | None = None) -> None:
+    """Load a local .pth state dict into the backbone body (keys of the classifier work).
+    ValueError naming ``source`` (default: the path) when it holds GroupNorm layers (group_norm_layer)."""
+    source = source or path
+    state = load_weights_file(path)
+    if saved_norm(state) == "gn":
+        raise group_norm_error(source, "its saved config says norm: gn")
     state = state.get("model", state) if isinstance(state, dict) else state
     if not any(k in backbone.body.state_dict() for k in state):
         # A MobileNet classifier's keys start with "features."; the detector's body *is* features.
         state = {k.removeprefix("features."): v for k, v in state.items()}
+    layer = group_norm_layer(backbone.body.state_dict(), state)
+    if layer is not None:
+        raise group_norm_error(source, f"{layer} has a weight but no running_mean/running_var")
     missing, unexpected = backbone.body.load_state_dict(state, strict=False)
     loaded = len(backbone.body.state_dict()) - len(missing)
     if loaded == 0:

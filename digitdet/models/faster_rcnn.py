@@ -18,6 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import initLevelMapper
 
 from digitdet import labels as L
+from digitdet.distributed import group_norm_error, group_norm_layer
 from digitdet.models.backbones import (
     MOBILENETS,
     RESNETS,
@@ -25,7 +26,9 @@ from digitdet.models.backbones import (
     build_resnet_fpn,
     freeze_resnet,
     load_backbone_file,
+    load_weights_file,
     num_feature_maps,
+    saved_norm,
 )
 from digitdet.models.roi_align import TrainingRoIAlign
 from digitdet.models.roi_heads import DigitRoIHeads
@@ -147,9 +150,10 @@ def _load_weights_file(p: Path, name: str):
     """``torch.load(weights_only=True)`` of a pretrained= file; one clear ValueError when it is
     truncated, not a torch file, or holds objects that only a full unpickle would build."""
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return load_weights_file(p)
     except Exception as e:  # noqa: BLE001 - a malformed file fails anywhere in the unpickler
-        kind = "holds objects other than tensors (loading it could run code)" if "Unsupported global" in str(e) \
+        # torch words it "Unsupported global: GLOBAL x" or "... unsupported GLOBAL x whose module ... is blocked"
+        kind = "holds objects other than tensors (loading it could run code)" if "unsupported global" in str(e).lower() \
             else "is not a readable torch weights file (truncated, or another format?)"
         raise ValueError(f"pretrained={name}: {p} {kind}") from None
 
@@ -171,20 +175,26 @@ def starts_from_detector(pretrained: str) -> bool:
 def load_pretrained_file(model: nn.Module, path: str) -> None:
     """Initialise from a local .pth: a whole detector's state dict (or digitdet checkpoint),
     or a backbone/classifier state dict; ``bundled`` is the model shipped with the package.
-    Tensors whose shapes differ are skipped."""
+    Tensors whose shapes differ are skipped; a file whose backbone has GroupNorm layers (digitdet
+    before 0.2, norm=gn) is a ValueError, not BatchNorm layers without their statistics."""
     p = BUNDLED_WEIGHTS if path == "bundled" else Path(path)
     if not p.exists():
         what = "the bundled model is missing from this install" if path == "bundled" else "file not found"
         raise FileNotFoundError(f"pretrained={path}: {what} ({p}; use none, torchvision, bundled or a .pth path)")
     state = _load_weights_file(p, path)
+    if saved_norm(state) == "gn":
+        raise group_norm_error(f"pretrained={path}", "its saved config says norm: gn")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"pretrained={path}: holds a {type(state).__name__}, not a state dict of weights")
     if not any(str(k).startswith("backbone.") for k in state):
-        load_backbone_file(model.backbone, str(p))
+        load_backbone_file(model.backbone, str(p), f"pretrained={path}")
         return
     own = model.state_dict()
+    layer = group_norm_layer(own, state)
+    if layer is not None:
+        raise group_norm_error(f"pretrained={path}", f"{layer} has a weight but no running_mean/running_var")
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
         raise ValueError(f"{path}: no tensor matches this model ({type(model).__name__}, backbone settings differ?)")

@@ -58,11 +58,12 @@ def fit(cfg: Config, data_root, out_dir, device: str = "cpu", resume: bool = Fal
     out_dir, progress = Path(out_dir), progress and is_main()
     for split in ("train", "valid"):
         split_paths(data_root, split)
-    cfg, state, finetune = _prepare(cfg, data_root, out_dir, resume, device)
+    cfg, state, finetune = _prepare(cfg, data_root, out_dir, resume, device, progress)
 
     # 2. Data; each rank validates a share of valid, evaluate() gathers.
-    train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images)
-    valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images)
+    checking = None if progress else False  # the photos' check: a bar on a terminal, none with --quiet
+    train_ds, _ = load_split(data_root, "train", cfg, True, cfg.max_train_images, checking)
+    valid_ds, valid_gt = load_split(data_root, "valid", cfg, False, cfg.max_valid_images, checking)
     valid_loader = inference_loader(valid_ds, valid_ds.aspect_ratios(), EVAL_BATCH_SIZE, cfg.workers)
     sampler = EpochSampler(len(train_ds), cfg.seed, num_replicas=world_size(), rank=rank())
     batches_per_epoch = max(-(-len(train_ds) // world_size()) // cfg.batch_size, 1)
@@ -253,14 +254,16 @@ class Run:
     valid_gt: dict  # the validation split's COCO dict
 
 
-def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str) -> tuple[Config, dict | None, bool]:
-    """Run folder, config (saved as config.yaml, backbone pre-trained first when asked), seeds;
+def _prepare(cfg: Config, data_root, out_dir: Path, resume: bool, device: str,
+             progress: bool = True) -> tuple[Config, dict | None, bool]:
+    """Run folder, config (saved as config.yaml, backbone pre-trained first when asked: with a
+    progress bar when ``progress``), seeds;
     returns the config to run with, when resuming the last checkpoint, and whether this is the
     start of a fine-tuning run (from a whole detector: lr = finetune_lr)."""
     on_main(writable_folder, out_dir)  # rank 0 checks; a failure stops every rank alike
     cfg, state = on_main(start_run, cfg, out_dir, resume)  # rank 0 reads last.pt: one decision for all ranks
     if state is None and cfg.pretrain_epochs and cfg.pretrained == "none":
-        cfg.pretrained = on_main(pretrain_for_run, cfg, data_root, out_dir, device)  # before config.yaml: it records it
+        cfg.pretrained = on_main(pretrain_for_run, cfg, data_root, out_dir, device, progress)  # config.yaml records it
     finetune = state is None and on_main(starts_from_detector, cfg.pretrained)  # one answer for every rank
     if finetune and cfg.finetune_lr:
         log.info("fine-tuning the detector of pretrained=%s: lr %g (finetune_lr; lr=%g is for training from scratch)",
@@ -312,12 +315,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int = 0):
-    """(DigitDataset, cleaned COCO dict restricted to the dataset's images) of an annotated split."""
+def load_split(data_root, split: str, cfg: Config, train: bool, max_images: int = 0, progress: bool | None = None):
+    """(DigitDataset, cleaned COCO dict restricted to the dataset's images) of an annotated split;
+    ``progress`` as :func:`load_coco_digits` takes it."""
     images_dir, ann = split_paths(data_root, split)
     if ann is None:
         raise FileNotFoundError(f"{Path(data_root) / (split + '.json')}: annotations of split {split!r} not found")
-    coco, report = load_coco_digits(ann, images_dir)
+    coco, report = load_coco_digits(ann, images_dir, progress=progress)
     log.info(report.summary(str(ann)))
     transform = build_transforms("digits", train, cfg.crop_digits_p)
     letter_label = L.LETTER if cfg.letter_class and train else None

@@ -133,8 +133,9 @@ def pretrain_backbone(data_root, out_path, backbone: str = "resnet18_fpn", epoch
     torch.manual_seed(seed)
     train_dir, train_ann = split_paths(data_root, "train")
     valid_dir, valid_ann = split_paths(data_root, "valid")
-    train = DigitCrops(load_coco_digits(train_ann, train_dir)[0], train_dir, seed, max_images=max_images)
-    valid = DigitCrops(load_coco_digits(valid_ann, valid_dir)[0], valid_dir, seed + 1)
+    checking = None if progress else False  # the photos' check: a bar on a terminal, or none
+    train = DigitCrops(load_coco_digits(train_ann, train_dir, progress=checking)[0], train_dir, seed, max_images=max_images)
+    valid = DigitCrops(load_coco_digits(valid_ann, valid_dir, progress=checking)[0], valid_dir, seed + 1)
     device = torch.device(device)
     model = build_classifier(backbone, stages).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
@@ -172,9 +173,10 @@ def crop_accuracy(model: nn.Module, crops: DigitCrops, batch_size: int = 256, wo
     return hits / max(n, 1)
 
 
-def pretrain_for_run(cfg, data_root, out_dir: Path, device: str = "cpu") -> str:
+def pretrain_for_run(cfg, data_root, out_dir: Path, device: str = "cpu", progress: bool = True) -> str:
     """Pre-train the backbone as a digit classifier (digitdet.train.pretrain) into out_dir/backbone.pt,
-    on ``device`` (the training device: a GPU run pre-trains on its GPU).
+    on ``device`` (the training device: a GPU run pre-trains on its GPU), with a progress bar when
+    ``progress`` (the run's: none with ``--quiet``) and INFO is logged.
 
     A finished backbone.pt (from a run killed later in its start) is reused, not redone.
     """
@@ -190,7 +192,7 @@ def pretrain_for_run(cfg, data_root, out_dir: Path, device: str = "cpu") -> str:
     try:
         result = pretrain_backbone(data_root, path, cfg.backbone, epochs=cfg.pretrain_epochs,
                                    workers=cfg.workers, seed=cfg.seed, max_images=cfg.pretrain_max_images,
-                                   progress=log.isEnabledFor(logging.INFO), device=device)
+                                   progress=progress and log.isEnabledFor(logging.INFO), device=device)
     finally:
         torch.set_num_threads(threads)
     log.info("backbone pre-trained in %.0f s: %.3f crop accuracy on valid", result["seconds"], result["valid_accuracy"])
