@@ -106,6 +106,9 @@ class OnnxDetector:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No memory pattern: ONNX Runtime keeps one per input shape it has seen, and every photo has
+        # its own; without them 2,000 photos peaked at 154 MB against 129 MB for 20 (with: 163 / 125).
+        opts.enable_mem_pattern = False
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
