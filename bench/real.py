@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     truth, numbers = gt_numbers(gt), read_pred_csv(out / "pred" / "pred.csv")
     records = [r for r in read_pred_json(out / "pred" / "pred.json") if int(r["image_id"]) in truth]
     scores = coco_map(gt, records)
-    result = {"weights": args.weights or "bundled", "backend": args.backend, "photos": len(truth),
+    result = {"weights": args.weights or "bundled", "backend": summary.get("backend", args.backend), "photos": len(truth),
               "accuracy": sequence_accuracy(numbers, truth),
               "map": scores["map"], "ap50": scores["ap50"], "ap75": scores["ap75"],
               "errors": number_errors(numbers, truth), "whole_process_s": round(seconds, 2),

@@ -6,10 +6,11 @@
     result.digits                               # [Digit(digit=4, box=(x, y, w, h), score=0.98), ...] left to right
     results = reader(["a.jpg", "b.png"], batch_size=32)   # a list in, a list out
 
-The model is loaded once. With the bundled model on the CPU (the default) it is read by ONNX
-Runtime, without importing torch (``backend="auto"``; :func:`digitdet.read.onnx.choose_backend`):
-one photo at a time, as ``predict`` reads it with the same backend. A checkpoint (.pt), a GPU
-or ``backend="torch"`` read with torch, which batches photos as ``predict`` does (by shape, at
+The model is loaded once. With the bundled model on a machine without an NVIDIA GPU (the
+default) it is read by ONNX Runtime, without importing torch (``backend="auto"``;
+:func:`digitdet.read.onnx.choose_backend`): one photo on every core, several photos ``threads``
+at a time, as ``predict`` reads them with the same backend. A checkpoint (.pt), a GPU or
+``backend="torch"`` read with torch, which batches photos as ``predict`` does (by shape, at
 most ``batch_size``; a batch is padded to its largest photo, so a photo read in another company
 can score a hair differently, which may flip a digit sitting on a threshold). Either way the
 reading is the same (zoom-in, second look, scan) and the number is read with the weights'
@@ -144,6 +145,7 @@ class Reader:
             self.device = torch.device(device)
             self.model, self.cfg, _ = load_detector(weights, self.device, pairs)
         self.detect = reading_detector(self.model, self.cfg, self.device)
+        self._detect_many = None  # onnxruntime, several photos: threads at a time (made on first use)
         self.decoder = self.cfg.decoder()
 
     def __call__(self, photos, batch_size: int = 32):
@@ -164,8 +166,12 @@ class Reader:
             return []
         images = [im for im, _ in opened]
         sizes = [im.size for im in images]
-        if self.backend == "onnxruntime":
-            dets = read_stream(self.detect, list(enumerate(images)), workers=self.model.threads)["detections"]
+        if self.backend == "onnxruntime" and len(images) == 1:
+            dets = read_stream(self.detect, list(enumerate(images)))["detections"]
+        elif self.backend == "onnxruntime":
+            if self._detect_many is None:
+                self._detect_many = reading_detector(self.model.parallel(), self.cfg, self.device)
+            dets = read_stream(self._detect_many, list(enumerate(images)), workers=self.model.threads)["detections"]
         else:
             from digitdet.data.loaders import inference_loader
             from digitdet.read.detect import predict_batches

@@ -273,3 +273,37 @@ def test_an_int8_export_reads_a_folder(exported, tiny_data, tmp_path, capsys):
     assert sorted(read_pred_csv(tmp_path / "o" / "pred.csv")) == list(range(1, 7))
     assert main(["export", "--weights", str(ckpt), "--out", str(out), "--int8"]) == 2  # no photos to calibrate on
     assert "--calibrate" in capsys.readouterr().err
+
+
+def test_the_backend_auto_chooses(monkeypatch):
+    from digitdet.read import onnx
+
+    monkeypatch.setattr(onnx, "nvidia_gpu", lambda: False)
+    assert onnx.choose_backend("auto", None, "auto") == "onnxruntime"  # the bundled model on a CPU
+    assert onnx.choose_backend("auto", "m.onnx", "auto") == "onnxruntime"
+    assert onnx.choose_backend("auto", "runs/x/best.pt", "auto") == "torch"
+    assert onnx.choose_backend("auto", None, "cuda") == "torch"
+    monkeypatch.setattr(onnx, "nvidia_gpu", lambda: True)
+    assert onnx.choose_backend("auto", None, "auto") == "torch"  # a GPU: torch reads on it
+    assert onnx.choose_backend("auto", None, "cpu") == "onnxruntime"
+    with pytest.raises(ValueError, match="onnxruntime"):
+        onnx.choose_backend("torch", "m.onnx")
+    with pytest.raises(ValueError, match="digitdet export"):
+        onnx.choose_backend("onnxruntime", "best.pt")
+
+
+def test_the_reader_reads_a_list_as_it_reads_each_photo(pillow_numbers):
+    import digitdet
+
+    photos = sorted((pillow_numbers / "test").iterdir())[:6]
+    reader = digitdet.Reader(threads=2)
+    assert reader.backend == "onnxruntime"
+    together = [r.number for r in reader(photos)]
+    assert together == [reader(p).number for p in photos] and any(together)
+
+
+def test_onnxruntime_under_torchrun_is_one_line(pillow_numbers, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["predict", "--backend", "onnxruntime", "--images", str(pillow_numbers / "test"),
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "torchrun" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -209,3 +209,22 @@ def test_predict_outputs_are_replaced_as_one_set(tmp_path):
         write_json(tmp_path / "pred_config.json", {"run": "new"})
         assert read_pred_csv(tmp_path / "pred.csv") == {1: "12"}  # nothing replaced until the set is written
     assert read_pred_csv(tmp_path / "pred.csv") == {1: "99"}
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capfd):
+    """`digitdet read photos/ | head`: the reader of our output leaving is exit 0, no traceback."""
+    import digitdet.cli as cli
+
+    class Gone:
+        @staticmethod
+        def add_parser(sub, name):
+            return sub.add_parser(name)
+
+        @staticmethod
+        def run(args):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "command", lambda name: Gone)
+    monkeypatch.setattr("os.dup2", lambda *a: None)  # keep pytest's stdout
+    assert cli.main(["stats"]) == 0
+    assert "Traceback" not in capfd.readouterr().err

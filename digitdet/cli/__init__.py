@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(named if named in COMMANDS else "").parse_args(argv)
     try:
         return int(command(args.command).run(args) or 0)
+    except BrokenPipeError:  # e.g. `digitdet read photos/ | head`: the reader of our output left (first:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # it is an Exception too)
+        return 0
     except Exception as e:
         if not _is_user_error(e):
             raise
         print(f"digitdet {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `digitdet read photos/ | head`: the reader of our output left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
         done = ("checkpoints written so far are intact; go on with --resume" if args.command == "train" else
                 "files already written are intact; outputs are written whole or not at all")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -35,9 +36,15 @@ def run(args) -> int:
         raise ValueError("--int8 and --calibrate DIR go together (the photos set the int8 ranges)")
     photos = [p for _, p in list_images(args.calibrate)] if args.calibrate else []
     model, cfg, decoder = load_detector(args.weights, torch.device("cpu"), args.overrides)
-    path = export_onnx(model, cfg, decoder, args.out, opset=args.opset, source=weights_path(args.weights))
-    if args.int8:
-        quantize_int8(path, path, photos, cfg)
+    out = Path(args.out)
+    fp32 = out.with_name(f".{out.name}.fp32.tmp") if args.int8 else out  # --out is never left in fp32 for --int8
+    try:
+        path = export_onnx(model, cfg, decoder, fp32, opset=args.opset, source=weights_path(args.weights))
+        if args.int8:
+            path = quantize_int8(fp32, out, photos, cfg)
+    finally:
+        if args.int8:
+            fp32.unlink(missing_ok=True)
     print(json.dumps({"onnx": str(path), "opset": args.opset, "int8": args.int8, "backbone": cfg.backbone,
                       "min_size": cfg.min_size, "max_size": cfg.max_size}))
     return 0

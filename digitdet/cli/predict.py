@@ -52,13 +52,16 @@ def run(args) -> int:
         if tta:
             raise ValueError("--tta and --tta-scales need the torch backend (they rescale the model's input); "
                              "drop them, or give --backend torch")
+        if torchrun:
+            raise ValueError("the onnxruntime backend reads in one process; under torchrun give --backend torch "
+                             "and a .pt (each process then reads a share)")
         if args.device not in ("auto", "cpu"):
             raise ValueError(f"--device {args.device}: the onnxruntime backend runs on the CPU; "
                              f"give --backend torch and a .pt")
         writable_folder(args.out)  # before any work: a bad --out is found now, not after the whole folder is read
         model, cfg, _ = load_onnx_detector(args.weights, args.threads, args.overrides)
         out = read_folder(model, cfg, args.images, progress=not args.quiet)
-    return _write(args, out, cfg)
+    return _write(args, out, cfg, backend)
 
 
 def _predict_torch(args):
@@ -83,14 +86,14 @@ def _predict_torch(args):
     return (out if distributed.is_main() else None), cfg
 
 
-def _write(args, out: dict, cfg) -> int:
+def _write(args, out: dict, cfg, backend: str) -> int:
     """pred.json, pred.csv, pred_config.json and results.jsonl (one set), image_ids.csv; the summary printed."""
     numbers = decode_all(out["detections"], out["image_ids"], cfg.decoder(), out["sizes"])
     with written_together():  # pred.json, pred.csv, pred_config.json and results.jsonl replace the old set at once
         json_path, csv_path = write_submission(args.out, out["detections"], out["image_ids"], cfg, out["sizes"],
                                                numbers)
         results = write_results(args.out, out["detections"], out["files"], cfg, out["sizes"])
-    summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]),
+    summary = {"images": len(out["image_ids"]), "unreadable": len(out["errors"]), "backend": backend,
                "images_per_s": round(out["images_per_s"], 2), "pred_json": str(json_path),
                "pred_csv": str(csv_path), "results": str(results)}
     names, ids_csv = renamed_images(list(out["files"].items())), csv_path.with_name("image_ids.csv")

@@ -12,19 +12,20 @@ def add_parser(sub, name):
                                    "it; GET /health; OpenAPI docs at /docs.",
                        epilog="example: digitdet serve --port 8000   then open http://127.0.0.1:8000/ , or "
                               "curl -F image=@house.jpg http://127.0.0.1:8000/v1/read")
-    p.add_argument("--weights", help="checkpoint (default: the bundled model)")
+    p.add_argument("--weights", help="checkpoint (.pt) or exported model (.onnx); default: the bundled model")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
     p.add_argument("--max-mb", type=float, default=20.0, help="largest photo accepted, in MB (default 20)")
     p.add_argument("--max-megapixels", type=float, default=50.0, help="largest photo accepted, in megapixels")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch in each worker (default: torch's)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of each server process (default: the cores this process may use)")
     return p
 
 
 def run(args) -> int:
-    setup(args)
+    setup(args, torch_threads=False)  # the Reader sets its backend's threads (the bundled model: no torch)
     try:
         import uvicorn  # noqa: F401 - the serve extra
         import fastapi  # noqa: F401

@@ -9,6 +9,7 @@ reads. Graphs of format 1 (the scale frozen at export) still load; they read at 
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import json
@@ -43,16 +44,17 @@ def require(name: str):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ValueError(f"{name} is not installed; ONNX export and prediction need: "
-                         f"pip install 'digitdet[onnx]'") from None
+        raise ValueError(f"{name} is not installed; reading ONNX graphs needs onnxruntime (a dependency of "
+                         f"digitdet), writing them `digitdet export`'s extra: pip install 'digitdet[onnx]'") from None
 
 
 def choose_backend(backend: str, weights, device: str = "auto") -> str:
     """"torch" or "onnxruntime" for ``--backend`` (auto, torch, onnxruntime), ``--weights`` and ``--device``.
 
-    auto: onnxruntime for a .onnx file, and for the bundled model on the CPU (``--device auto``
-    or ``cpu``) when onnxruntime is installed: it starts in a fraction of torch's time and
-    memory and reads the same numbers. torch for a checkpoint (.pt) and for a GPU.
+    auto: onnxruntime for a .onnx file, and for the bundled model on the CPU (``--device cpu``,
+    or ``auto`` on a machine without an NVIDIA GPU: its device files are looked for, since asking
+    torch would import it) when onnxruntime is installed: it starts in a fraction of torch's time
+    and memory and reads the same numbers. torch for a checkpoint (.pt) and for a GPU.
     """
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
@@ -66,9 +68,15 @@ def choose_backend(backend: str, weights, device: str = "auto") -> str:
         return backend
     if onnx_file:
         return "onnxruntime"
-    if weights is None and device in ("auto", "cpu") and BUNDLED_ONNX.is_file() and _installed("onnxruntime"):
+    on_cpu = device == "cpu" or (device == "auto" and not nvidia_gpu())
+    if weights is None and on_cpu and BUNDLED_ONNX.is_file() and _installed("onnxruntime"):
         return "onnxruntime"
     return "torch"
+
+
+def nvidia_gpu() -> bool:
+    """True when this machine shows an NVIDIA GPU driver (torch's CUDA would find a GPU), without importing torch."""
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
 
 
 def _installed(name: str) -> bool:
@@ -91,34 +99,52 @@ class OnnxDetector:
     float32 (N, 4) in pixels of that image, labels int64 (N,) 1..10, scores float32 (N,))``:
     the ``detect`` contract of :mod:`digitdet.read.detect`. ``detector.at(factor)`` is the same
     at ``factor`` x the input scale. Images run one a call (see :mod:`digitdet.read.export`),
-    each call on one thread; calls from several threads run at once (:mod:`digitdet.read.stream`
-    reads ``threads`` photos at a time).
+    each on ``threads`` intra-op threads; :meth:`parallel` is the same detector for reading
+    ``threads`` photos at once, one thread each (:mod:`digitdet.read.stream`). ``min_size`` and
+    ``max_size``: the input scale (:func:`load_onnx_detector` sets the model's).
     """
 
     def __init__(self, path, threads: int = 0, min_size: int | None = None, max_size: int | None = None):
+        self.path = Path(path)
+        self.threads = threads or default_threads()
+        self.session = self._session(self.threads)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.scalable = [i.name for i in self.session.get_inputs()] == ["image", "min_size", "max_size"]
+        self.min_size, self.max_size = min_size, max_size
+        self._parallel = None
+
+    def _session(self, intra: int):
+        """An ONNX Runtime session of the graph whose calls each run on ``intra`` threads."""
         ort = require("onnxruntime")
         opts = ort.SessionOptions()
-        # ``threads`` photos are read at once (digitdet.read.stream), each call on one thread:
-        # on 2 cores that read 160 photos/s model-only against 151 with 2 intra-op threads a call
-        # (quiet) and 115 against 67 beside other work. Idle threads sleep instead of spinning.
-        self.threads = threads or default_threads()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = intra
+        opts.inter_op_num_threads = 1  # inter-op threads would only add contention on a few cores
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # No memory pattern: ONNX Runtime keeps one per input shape it has seen, and every photo has
         # its own; without them 2,000 photos peaked at 154 MB against 129 MB for 20 (with: 163 / 125).
         opts.enable_mem_pattern = False
+        # Idle threads sleep instead of spinning: a busy machine (or a second process) is not slowed.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
-            raise ValueError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:200]}); "
+            raise ValueError(f"{self.path}: onnxruntime cannot load it ({str(e).strip()[:200]}); "
                              f"give a .onnx written by `digitdet export`, or --backend torch for a .pt") from None
-        self.path = Path(path)
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.scalable = [i.name for i in self.session.get_inputs()] == ["image", "min_size", "max_size"]
-        self.min_size, self.max_size = min_size, max_size
+
+    def parallel(self) -> "OnnxDetector":
+        """This detector for reading several photos at once, ``threads`` of them, each call on one
+        thread (a session of its own, made on first use): on 2 cores the bundled graph read 160
+        photos/s model-only so, against 118 one at a time on 2 threads, and beside other work
+        115 against 67. Itself when ``threads`` is 1."""
+        if self.threads == 1:
+            return self
+        if self._parallel is None:
+            twin = copy.copy(self)
+            twin.session = self._session(1)
+            twin._parallel = twin
+            self._parallel = twin
+        return self._parallel
 
     def eval(self) -> "OnnxDetector":
         """No-op, for code written against ``nn.Module`` (the graph is always in eval mode)."""

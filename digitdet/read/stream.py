@@ -2,9 +2,11 @@
 
 The torch path batches a folder with a DataLoader (:mod:`digitdet.read.pipeline`); an ONNX
 graph reads one image a call, and most of a call on a photo of SVHN's size is spent in the
-graph's many small operators, which more intra-op threads hardly speed up. So photos are read
-``workers`` at a time instead (ONNX Runtime's ``run`` releases the GIL), each decoded, read and
-dropped by its worker, at most ``2 x workers`` in flight: memory does not grow with the folder.
+graph's many small operators, which more intra-op threads hardly speed up. So the photos of a
+folder are read ``workers`` at a time instead (ONNX Runtime's ``run`` releases the GIL; one
+thread a call, :meth:`digitdet.read.onnx.OnnxDetector.parallel`), each decoded, read and dropped
+by its worker, at most ``2 x workers`` in flight: memory does not grow with the folder. One
+photo is read on every thread.
 On 2 cores, the bundled graph, model-only: 79 photos/s one at a time on 1 thread, 118 on 2
 intra-op threads, 160 two at a time on 1 thread each (bench/reading_speed.py). Outputs follow
 :func:`digitdet.read.detect.predict_batches`: boxes in pixels of the photo.
@@ -93,7 +95,8 @@ def read_folder(detector, cfg: Config, images_dir, progress: bool = True) -> dic
             sizes[image_id] = image_size(path)
         except ValueError:
             pass  # unreadable: reported by name below
-    out = read_stream(reading_detector(detector, cfg, None), items, progress, "predict", detector.threads)
+    many = detector.parallel() if len(items) > 1 else detector  # one photo: on every thread
+    out = read_stream(reading_detector(many, cfg, None), items, progress, "predict", many.threads)
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
     out["image_ids"] = [i for i, _ in items]

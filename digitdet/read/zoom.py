@@ -84,7 +84,7 @@ def _check(below: float, margin: float, empty_scale: float = 0.0, scan: float = 
 
 def zoom_detector(detect, score: float = 0.3, below: float = 0.45, margin: float = 0.75, empty_detect=None,
                   scan=(), sure: float = 0.5, scan_score: float = 0.98):
-    """Wrap ``detect(images) -> [(boxes, labels, scores), ...]`` (images: (3, H, W) tensors) so
+    """Wrap ``detect(images) -> [(boxes, labels, scores), ...]`` (images: (3, H, W) tensors or arrays) so
     that photos with small digits are read again on a crop around them, photos with no digit
     scoring ``>= score`` again by ``empty_detect`` when given, and photos whose best digit so
     far scores under ``sure`` by each ``(min_side, look)`` of ``scan`` in turn, where their short
