@@ -80,17 +80,18 @@ class _Photos:
     DataLoader): (tensor, {"image_id": index})."""
 
     def __init__(self, images: list[Image.Image]):
+        import torch
+
         from digitdet.data.transforms import build_transforms
 
         self.images, self.transform = images, build_transforms("none", train=False)
+        self.no_boxes = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        import torch
-
-        img, _ = self.transform(self.images[i], {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)})
+        img, _ = self.transform(self.images[i], dict(self.no_boxes))
         return img, {"image_id": i}
 
 

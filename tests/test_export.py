@@ -307,3 +307,11 @@ def test_onnxruntime_under_torchrun_is_one_line(pillow_numbers, tmp_path, monkey
     assert main(["predict", "--backend", "onnxruntime", "--images", str(pillow_numbers / "test"),
                  "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "torchrun" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_both_backends_of_the_reader_read_the_same_numbers(pillow_numbers):
+    import digitdet
+
+    photos = sorted((pillow_numbers / "test").iterdir())[:6]
+    by_torch = [r.number for r in digitdet.Reader(backend="torch", threads=2)(photos, batch_size=1)]
+    assert by_torch == [r.number for r in digitdet.Reader(threads=2)(photos)] and any(by_torch)

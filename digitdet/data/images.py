@@ -270,6 +270,19 @@ def _say_what_is_left_out(folder: Path, others: list[Path]) -> None:
                     ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
 
 
+def readable_sizes(items: list[tuple[int, Path]]) -> dict[int, tuple[int, int]]:
+    """``{image_id: (width, height)}`` from the headers of the readable photos of ``items``
+    ((image_id, path) as :func:`list_images` gives them); unreadable ones are left out, to be
+    named when they are read."""
+    sizes = {}
+    for image_id, path in items:
+        try:
+            sizes[image_id] = image_size(path)
+        except ValueError:
+            pass
+    return sizes
+
+
 def folder_sizes(folder: str | Path) -> dict[int, tuple[int, int]]:
     """``{image_id: (width, height)}`` of every image of a folder (or one image file, as
     :func:`list_images` numbers them), read from the file headers; an unreadable image is a

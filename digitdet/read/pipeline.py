@@ -6,19 +6,15 @@ read by :func:`digitdet.read.decode.decode_all` and written by :mod:`digitdet.re
 """
 from __future__ import annotations
 
-import logging
-
 from digitdet.config import Config
 from digitdet.data.coco import ImageFolderDataset
-from digitdet.data.images import image_size
+from digitdet.data.images import readable_sizes
 from digitdet.data.loaders import inference_loader
 from digitdet.data.transforms import build_transforms
 from digitdet.distributed import shard_batches
-from digitdet.labels import NO_NUMBER
 from digitdet.read.detect import predict_batches
+from digitdet.read.stream import folder_output
 from digitdet.read.zoom import reading_detector
-
-log = logging.getLogger("digitdet")
 
 
 # Folders of fewer photos are read without DataLoader worker processes.
@@ -37,12 +33,7 @@ def folder_loader(images_dir, cfg: Config, batch_size: int, workers: int):
     ds = ImageFolderDataset(images_dir, build_transforms("none", train=False))
     if len(ds.items) < FEW_PHOTOS:
         workers = 0  # starting worker processes costs more than reading a handful of photos
-    sizes = {}
-    for image_id, p in ds.items:
-        try:
-            sizes[image_id] = image_size(p)
-        except ValueError:
-            pass  # unreadable: reported by name when its batch runs
+    sizes = readable_sizes(ds.items)  # unreadable photos are named when their batch runs
     shapes = [sizes.get(image_id, (1, 1)) for image_id, _ in ds.items]
     loader = inference_loader(ds, [w / h for w, h in shapes], batch_size, workers, [w * h for w, h in shapes])
     return ds, shard_batches(loader), sizes
@@ -61,11 +52,6 @@ def predict_folder(model, cfg: Config, images_dir, device, batch_size: int = 32,
     """
     ds, loader, sizes = folder_loader(images_dir, cfg, batch_size, workers)
     out = predict_batches(model, loader, device, progress=progress, detect=reading_detector(model, cfg, device, detect))
-    for image_id, msg in sorted(out["errors"].items()):
-        log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
-    out["image_ids"] = [i for i, _ in ds.items]
-    out["files"] = dict(ds.items)
-    out["sizes"] = sizes
-    return out
+    return folder_output(out, ds.items, sizes)
 
 

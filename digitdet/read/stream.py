@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from digitdet.config import Config
-from digitdet.data.images import image_size, list_images, load_rgb_within
+from digitdet.data.images import list_images, load_rgb_within, readable_sizes
 from digitdet.labels import NO_NUMBER
 from digitdet.read.zoom import reading_detector
 
@@ -89,17 +89,15 @@ def read_folder(detector, cfg: Config, images_dir, progress: bool = True) -> dic
     """:func:`digitdet.read.pipeline.predict_folder` for an ONNX detector, without torch: the
     same ``{"detections", "errors", "image_ids", "files", "images_per_s", "sizes"}``."""
     items = list_images(images_dir)
-    sizes = {}
-    for image_id, path in items:
-        try:
-            sizes[image_id] = image_size(path)
-        except ValueError:
-            pass  # unreadable: reported by name below
     many = detector.parallel() if len(items) > 1 else detector  # one photo: on every thread
     out = read_stream(reading_detector(many, cfg, None), items, progress, "predict", many.threads)
+    return folder_output(out, items, readable_sizes(items))
+
+
+def folder_output(out: dict, items: list[tuple[int, Path]], sizes: dict) -> dict:
+    """A folder's reading (``detections``, ``errors``, ``images_per_s``) completed as predict
+    writes it: ``image_ids``, ``files`` ({image_id: path}), ``sizes``; each unreadable photo
+    warned of by name. Both backends' folder readers end here."""
     for image_id, msg in sorted(out["errors"].items()):
         log.warning("skipped unreadable image (written as %s): %s", NO_NUMBER, msg)
-    out["image_ids"] = [i for i, _ in items]
-    out["files"] = dict(items)
-    out["sizes"] = sizes
-    return out
+    return {**out, "image_ids": [i for i, _ in items], "files": dict(items), "sizes": sizes}
